@@ -1,0 +1,227 @@
+"""Typed msgpack codec for the message dataclasses.
+
+Each message is a frozen, slotted dataclass whose annotations are the schema.
+``encoder_for``/``decoder_for`` compile a converter per type once, so encoding
+and decoding do no reflection per message. On the wire a dataclass is a
+msgpack map from field name to value; a field the sender omits takes its
+default, and unknown keys are ignored (how messages evolve within a version).
+
+``Records`` fields are special: their bytes are not put in the msgpack header
+but appended, in field order, to the frame's data section, and the header
+holds only their length. So record batches are never copied into or parsed
+out of msgpack, and a broker can send them from a file with ``sendfile``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Callable
+
+from .errors import LocalProtocolError, RemoteProtocolError
+
+
+class Records:
+    """Marker type for a field holding raw record batches (the data section).
+
+    On the receiving side the value is a ``memoryview`` into the frame. On the
+    sending side it may be bytes-like or any object with ``__len__`` that the
+    caller's transport knows how to write (the broker's file ranges).
+    """
+
+
+Encoder = Callable[[Any, list], Any]
+Decoder = Callable[[Any, "DataCursor"], Any]
+
+
+class DataCursor:
+    """Hands out consecutive slices of a frame's data section to Records fields."""
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: memoryview) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: Any) -> memoryview:
+        if type(n) is not int or n < 0 or self.pos + n > len(self.data):
+            raise RemoteProtocolError("records length runs past the frame's data section")
+        start = self.pos
+        self.pos = start + n
+        return self.data[start : self.pos]
+
+
+_enc_cache: dict[Any, Encoder] = {}
+_dec_cache: dict[Any, Decoder] = {}
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def encoder_for(tp: Any) -> Encoder:
+    """A function (value, data_parts) -> msgpack-ready object."""
+    try:
+        return _enc_cache[tp]
+    except (KeyError, TypeError):
+        pass
+    enc = _make_encoder(tp)
+    try:
+        _enc_cache[tp] = enc
+    except TypeError:
+        pass
+    return enc
+
+
+def decoder_for(tp: Any) -> Decoder:
+    """A function (msgpack object, DataCursor) -> validated value.
+
+    Raises RemoteProtocolError on any type mismatch.
+    """
+    try:
+        return _dec_cache[tp]
+    except (KeyError, TypeError):
+        pass
+    dec = _make_decoder(tp)
+    try:
+        _dec_cache[tp] = dec
+    except TypeError:
+        pass
+    return dec
+
+
+def _identity(v, parts):
+    return v
+
+
+def _make_encoder(tp: Any) -> Encoder:
+    if tp is Records:
+        def enc_records(v, parts):
+            parts.append(v)
+            return len(v)
+        return enc_records
+    if tp in (int, str, bool, bytes, float, type(None), Any):
+        return _identity
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            e = encoder_for(inner[0])
+            return lambda v, parts: None if v is None else e(v, parts)
+        return _identity
+    if origin is tuple:
+        e = encoder_for(args[0])
+        if e is _identity:
+            return lambda v, parts: list(v)
+        return lambda v, parts: [e(x, parts) for x in v]
+    if origin is dict:
+        ev = encoder_for(args[1])
+        if ev is _identity:
+            return lambda v, parts: dict(v)
+        return lambda v, parts: {k: ev(x, parts) for k, x in v.items()}
+    if dataclasses.is_dataclass(tp):
+        hints = _hints(tp)
+        fields = [
+            (f.name, encoder_for(hints[f.name]))
+            for f in dataclasses.fields(tp)
+            if not f.metadata.get("frame")
+        ]
+
+        def enc_dc(v, parts):
+            return {name: e(getattr(v, name), parts) for name, e in fields}
+        return enc_dc
+    raise TypeError(f"no wire encoding for {tp!r}")
+
+
+def _bad(what: str, v: Any) -> RemoteProtocolError:
+    return RemoteProtocolError(f"expected {what}, got {type(v).__name__}")
+
+
+def _make_decoder(tp: Any) -> Decoder:
+    if tp is Records:
+        return lambda v, cur: cur.take(v)
+    if tp is int:
+        def dec_int(v, cur):
+            if type(v) is not int:
+                raise _bad("int", v)
+            return v
+        return dec_int
+    if tp is bool:
+        def dec_bool(v, cur):
+            if type(v) is not bool:
+                raise _bad("bool", v)
+            return v
+        return dec_bool
+    if tp is str:
+        def dec_str(v, cur):
+            if type(v) is not str:
+                raise _bad("str", v)
+            return v
+        return dec_str
+    if tp is bytes:
+        def dec_bytes(v, cur):
+            if type(v) is not bytes:
+                raise _bad("bytes", v)
+            return v
+        return dec_bytes
+    if tp is float:
+        def dec_float(v, cur):
+            if type(v) not in (float, int):
+                raise _bad("float", v)
+            return float(v)
+        return dec_float
+    if tp is Any:
+        return lambda v, cur: v
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) != 1:
+            raise TypeError(f"unions other than Optional are not supported: {tp!r}")
+        d = decoder_for(inner[0])
+        return lambda v, cur: None if v is None else d(v, cur)
+    if origin is tuple:
+        if len(args) != 2 or args[1] is not Ellipsis:
+            raise TypeError("only tuple[X, ...] is supported")
+        d = decoder_for(args[0])
+
+        def dec_tuple(v, cur):
+            if type(v) is not list:
+                raise _bad("array", v)
+            return tuple([d(x, cur) for x in v])
+        return dec_tuple
+    if origin is dict:
+        dk = decoder_for(args[0])
+        dv = decoder_for(args[1])
+
+        def dec_dict(v, cur):
+            if type(v) is not dict:
+                raise _bad("map", v)
+            return {dk(k, cur): dv(x, cur) for k, x in v.items()}
+        return dec_dict
+    if dataclasses.is_dataclass(tp):
+        hints = _hints(tp)
+        fields = []
+        for f in dataclasses.fields(tp):
+            if f.metadata.get("frame"):
+                continue
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            fields.append((f.name, decoder_for(hints[f.name]), required))
+
+        def dec_dc(v, cur, extra=None):
+            if type(v) is not dict:
+                raise _bad(f"{tp.__name__} map", v)
+            kwargs = dict(extra) if extra else {}
+            for name, d, required in fields:
+                if name in v:
+                    kwargs[name] = d(v[name], cur)
+                elif required:
+                    raise RemoteProtocolError(f"{tp.__name__} lacks field {name!r}")
+            try:
+                return tp(**kwargs)
+            except (TypeError, ValueError, LocalProtocolError) as exc:
+                raise RemoteProtocolError(f"invalid {tp.__name__}: {exc}") from None
+        return dec_dc
+    raise TypeError(f"no wire decoding for {tp!r}")
