@@ -1,0 +1,303 @@
+"""One connection to a broker: a thin asyncio shell around ``protocol.connection``.
+
+Theory of operation
+-------------------
+``AsyncConnection`` is an ``asyncio.Protocol``. Bytes read go straight into the
+sans-IO ``Connection`` and the events that come out are matched to the waiting
+request by correlation id (``_pending``: id -> future). There is no reader task:
+``data_received`` is the one reader, so responses are dispatched in the order
+they arrive without extra scheduling.
+
+``send()`` writes a request and returns the future of its response (None for a
+Produce with acks=0, which the broker never answers) after the bytes are handed
+to the transport; if the transport's buffer is above its high-water mark it
+first awaits ``resume_writing`` (backpressure). Every request carries a timer:
+when it fires the request fails with ``RequestTimedOutError`` and the connection
+is closed, as Kafka's clients do, since a late answer could no longer be
+matched with certainty. Closing, for any reason, fails every pending future with
+a ``NetworkError`` naming the broker and the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import socket
+
+from protocol.connection import (
+    NEED_DATA,
+    Connection,
+    ConnectionClosed,
+    ErrorResponse,
+    Role,
+)
+from protocol.errors import (
+    ApiError,
+    NetworkError,
+    RemoteProtocolError,
+    RequestTimedOutError,
+)
+from protocol.messages import Handshake, HandshakeResponse, Message, ProduceRequest, api_name
+
+from .errors import NoBrokersAvailable
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_FRAME_SIZE = 128 * 1024 * 1024
+
+
+class AsyncConnection(asyncio.Protocol):
+    """A handshaken connection to one broker. Create it with ``await AsyncConnection.connect(...)``."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        client_id: str = "",
+        request_timeout: float = 30.0,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.client_id = client_id
+        self.request_timeout = request_timeout
+        self.broker_id: int | None = None
+        self.max_frame_size = 0  # the broker's limit, learnt from the handshake
+        self._conn = Connection(Role.CLIENT, max_frame_size=max_frame_size)
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._pending: dict[int, tuple[asyncio.Future, asyncio.TimerHandle]] = {}
+        self._next_id = 0
+        self._handshake: asyncio.Future = self._loop.create_future()
+        self._drain_waiter: asyncio.Future | None = None
+        self._paused = False
+        self._closed = False
+        self.close_reason: str | None = None
+        self._closed_event = asyncio.Event()
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @classmethod
+    async def connect(
+        cls,
+        host: str,
+        port: int,
+        *,
+        client_id: str = "",
+        connect_timeout: float = 30.0,
+        request_timeout: float = 30.0,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> "AsyncConnection":
+        """Open a TCP connection and complete the Ferry handshake.
+
+        Raises NoBrokersAvailable (naming the address) when the broker cannot be
+        reached or does not answer the handshake within ``connect_timeout``
+        seconds; the ApiError of the code if the broker refuses the handshake.
+        """
+        loop = asyncio.get_running_loop()
+        addr = f"{host}:{port}"
+        proto: AsyncConnection | None = None
+        try:
+            async with asyncio.timeout(connect_timeout):
+                _, proto = await loop.create_connection(
+                    lambda: cls(host, port, client_id=client_id, request_timeout=request_timeout,
+                                max_frame_size=max_frame_size),
+                    host, port,
+                )
+                await proto._do_handshake()
+        except TimeoutError:
+            if proto is not None:
+                proto.close("handshake timed out")
+            raise NoBrokersAvailable(
+                f"cannot connect to a broker at {addr}: no answer within {connect_timeout:g} s"
+            ) from None
+        except OSError as exc:
+            raise NoBrokersAvailable(
+                f"cannot connect to a broker at {addr}: {exc.strerror or exc}"
+            ) from None
+        except (NetworkError, RemoteProtocolError) as exc:
+            if proto is not None:
+                proto.close(str(exc))
+            raise NoBrokersAvailable(f"cannot connect to a broker at {addr}: {exc}") from None
+        return proto
+
+    async def _do_handshake(self) -> None:
+        self._transport.write(self._conn.send(Handshake(client_id=self.client_id)))
+        resp: HandshakeResponse = await self._handshake
+        if resp.error_code:
+            self.close("handshake refused")
+            raise ApiError.from_code(
+                resp.error_code, f"broker at {self.address} refused the handshake: {resp.error_message}"
+            )
+        self.broker_id = resp.broker_id
+        self.max_frame_size = resp.max_frame_size
+
+    # ------------------------------------------------------------ requests
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    async def send(self, request: Message, timeout: float | None = None) -> asyncio.Future | None:
+        """Write ``request``; returns the future of its response, or None for acks=0 Produce.
+
+        The future resolves to the response message, or fails with the ApiError of
+        a request-level error response, RequestTimedOutError after ``timeout``
+        seconds (default: the connection's request_timeout), or NetworkError when
+        the connection closes. Raises NetworkError if it is already closed.
+        """
+        if self._closed:
+            raise NetworkError(f"connection to {self.address} is closed: {self.close_reason}")
+        corr = self._next_id
+        self._next_id = (corr + 1) & 0x7FFFFFFF
+        request = dataclasses.replace(request, correlation_id=corr)
+        parts = self._conn.send_parts(request)
+        fut = None
+        if not (type(request) is ProduceRequest and request.acks == 0):
+            fut = self._loop.create_future()
+            t = self.request_timeout if timeout is None else timeout
+            timer = self._loop.call_later(t, self._timed_out, corr, type(request).API_KEY, t)
+            self._pending[corr] = (fut, timer)
+        if len(parts) == 1:
+            self._transport.write(parts[0])
+        else:
+            self._transport.writelines(parts)
+        if self._paused:
+            await self._drain()
+        return fut
+
+    async def request(self, request: Message, timeout: float | None = None) -> Message:
+        """Send ``request`` and await its response (see ``send`` for the errors)."""
+        fut = await self.send(request, timeout)
+        if fut is None:
+            return None
+        return await fut
+
+    async def _drain(self) -> None:
+        while self._paused and not self._closed:
+            if self._drain_waiter is None or self._drain_waiter.done():
+                self._drain_waiter = self._loop.create_future()
+            await asyncio.shield(self._drain_waiter)
+        if self._closed:
+            raise NetworkError(f"connection to {self.address} closed: {self.close_reason}")
+
+    def _timed_out(self, corr: int, api_key: int, timeout: float) -> None:
+        entry = self._pending.pop(corr, None)
+        if entry is None:
+            return
+        fut, _ = entry
+        if not fut.done():
+            fut.set_exception(RequestTimedOutError(
+                f"no answer to {api_name(api_key)} from the broker at {self.address} "
+                f"within {timeout * 1000:.0f} ms"
+            ))
+        self.close(f"a {api_name(api_key)} request timed out")
+
+    # ------------------------------------------------------------ closing
+
+    def close(self, reason: str = "closed by the client") -> None:
+        """Close now; every pending request fails with NetworkError(reason). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.close_reason = reason
+        if self._transport is not None:
+            self._transport.close()
+        exc_text = f"connection to the broker at {self.address} closed: {reason}"
+        pending, self._pending = self._pending, {}
+        for fut, timer in pending.values():
+            timer.cancel()
+            if not fut.done():
+                fut.set_exception(NetworkError(exc_text))
+        if not self._handshake.done():
+            self._handshake.set_exception(NetworkError(exc_text))
+            self._handshake.exception()  # read, so an unawaited one is not logged
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+        self._conn.fail_pending()
+        if self._transport is None or self._transport.is_closing():
+            self._closed_event.set()
+
+    async def wait_closed(self) -> None:
+        await self._closed_event.wait()
+
+    # ------------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport) -> None:
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # pragma: no cover - not every platform allows it
+                pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close(f"lost: {exc}" if exc else "closed by the broker")
+        self._closed_event.set()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        conn = self._conn
+        conn.receive_data(data)
+        try:
+            while True:
+                event = conn.next_event()
+                if event is NEED_DATA:
+                    return
+                self._dispatch(event)
+        except RemoteProtocolError as exc:
+            log.warning("broker at %s broke the protocol: %s", self.address, exc)
+            self.close(f"protocol error: {exc}")
+
+    def eof_received(self) -> bool:
+        self._conn.receive_data(b"")
+        try:
+            while (event := self._conn.next_event()) is not NEED_DATA:
+                self._dispatch(event)
+                if isinstance(event, ConnectionClosed):
+                    break
+        except RemoteProtocolError as exc:
+            self.close(f"protocol error: {exc}")
+        return False
+
+    def _dispatch(self, event) -> None:
+        if isinstance(event, ConnectionClosed):
+            self.close("closed by the broker")
+            return
+        if type(event) is HandshakeResponse:
+            if not self._handshake.done():
+                self._handshake.set_result(event)
+            return
+        entry = self._pending.pop(event.correlation_id, None)
+        if entry is None:  # timed out already: the connection is closing
+            return
+        fut, timer = entry
+        timer.cancel()
+        if fut.done():
+            return
+        if type(event) is ErrorResponse:
+            fut.set_exception(ApiError.from_code(
+                event.error_code,
+                event.error_message or f"{api_name(event.api_key)} failed at the broker",
+            ))
+        else:
+            fut.set_result(event)
+
+
+__all__ = ["AsyncConnection", "DEFAULT_MAX_FRAME_SIZE"]
