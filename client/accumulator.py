@@ -1,0 +1,515 @@
+"""The producer's record accumulator: per-partition batches and the memory bound.
+
+Theory of operation
+-------------------
+``append`` is the whole per-record cost of sending: under one lock it appends
+the record's value (and key, timestamp, headers when given) to the open
+``ProducerBatch`` of its partition, counts its estimated size, and returns a
+``RecordFuture``: a 2-tuple (batch, index), built by one C call. There is no
+future, no encoding and no I/O per record. The columns are lists; a column
+whose records all take the default (no key, the batch's timestamp, no headers)
+stays ``None`` and is backfilled only when a record first needs it.
+
+A batch is *sealed* when adding a record would take it past ``batch_size``
+bytes (estimated: key + value + headers + RECORD_OVERHEAD per record), when it
+reaches it, or ``linger_ms`` after its first record (the sender calls
+``drain``, which seals lingered batches). Sealed batches wait in a queue, in
+seal order, for the sender, which encodes each with ``protocol.batch
+.build_batch`` (one msgpack call per batch) and, when the broker answers,
+completes the batch: its one shared result serves every record's future.
+
+``buffer_memory`` bounds the estimated bytes of records not yet completed:
+``append`` blocks the calling thread until completions free room, for at most
+``max_block`` seconds, then raises FerryTimeoutError. That is the producer's
+backpressure. ``wakeup`` is how the accumulator tells the sender there is work
+(a new batch to linger on, or a sealed one); it is called at most once until
+the sender drains again, so a busy producer does not pay a cross-thread call
+per batch.
+
+The accumulator is thread-safe; completion runs in the sender's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from operator import itemgetter
+from typing import Callable
+
+from protocol import batch as batchcodec
+from protocol.errors import MessageTooLargeError
+
+from .errors import FerryTimeoutError, IllegalStateError
+from .structs import RecordMetadata
+
+log = logging.getLogger(__name__)
+
+RECORD_OVERHEAD = 8  # msgpack headers of a record's entries, a little over
+BATCH_OVERHEAD = batchcodec.HEADER_SIZE + 16  # header and the payload's array framing
+
+_callback_lock = threading.Lock()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class ProducerBatch:
+    """Records bound for one partition, and the one result they share."""
+
+    __slots__ = (
+        "topic", "partition", "values", "keys", "timestamps", "headers", "timestamp",
+        "size", "created", "sealed", "data", "attempts", "done", "base_offset",
+        "log_append_time", "error", "event", "_afut", "_callbacks",
+    )
+
+    def __init__(self, topic: str, partition: int, now: float) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.values: list = []
+        self.keys: list | None = None
+        self.timestamps: list | None = None
+        self.headers: list | None = None
+        self.timestamp = _now_ms()  # of records sent without timestamp_ms
+        self.size = BATCH_OVERHEAD
+        self.created = now
+        self.sealed = False
+        self.data: bytes | None = None
+        self.attempts = 0
+        self.done = False
+        self.base_offset = -1
+        self.log_append_time = -1
+        self.error: BaseException | None = None
+        self.event = threading.Event()
+        self._afut: asyncio.Future | None = None
+        self._callbacks: list | None = None
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __repr__(self) -> str:
+        return f"<ProducerBatch {self.topic}/{self.partition} records={len(self.values)} size={self.size}>"
+
+    def encode(self, compression) -> bytes:
+        """The wire bytes (built once; retries resend the same bytes)."""
+        if self.data is None:
+            self.data = batchcodec.build_batch(
+                self.values, self.keys,
+                self.timestamps if self.timestamps is not None else self.timestamp,
+                self.headers, compression=compression,
+            )
+        return self.data
+
+    # ------------------------------------------------------------ completion
+
+    def complete(self, base_offset: int = -1, log_append_time: int = -1,
+                 error: BaseException | None = None) -> None:
+        """Resolve every record of the batch (in the sender's thread). Idempotent."""
+        with _callback_lock:
+            if self.done:
+                return
+            self.base_offset = base_offset
+            self.log_append_time = log_append_time
+            self.error = error
+            self.done = True
+            callbacks, self._callbacks = self._callbacks, None
+        self.event.set()
+        afut = self._afut
+        if afut is not None and not afut.done():
+            afut.set_result(None)
+        if callbacks:
+            for index, fn, is_errback in callbacks:
+                _run_callback(self, index, fn, is_errback)
+
+    def metadata(self, index: int) -> RecordMetadata:
+        offset = self.base_offset + index if self.base_offset >= 0 else -1
+        if self.log_append_time >= 0:
+            ts = self.log_append_time
+        elif self.timestamps is not None:
+            ts = self.timestamps[index]
+        else:
+            ts = self.timestamp
+        return RecordMetadata(self.topic, self.partition, offset, ts)
+
+    def add_callback(self, index: int, fn, is_errback: bool) -> None:
+        with _callback_lock:
+            if not self.done:
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append((index, fn, is_errback))
+                return
+        _run_callback(self, index, fn, is_errback)
+
+    def async_done(self) -> asyncio.Future:
+        """An asyncio future (of the running loop) resolved when the batch completes."""
+        if self._afut is None:
+            self._afut = asyncio.get_running_loop().create_future()
+            if self.done:
+                self._afut.set_result(None)
+        return self._afut
+
+
+def _run_callback(batch: ProducerBatch, index: int, fn, is_errback: bool) -> None:
+    try:
+        if batch.error is None:
+            if not is_errback:
+                fn(batch.metadata(index))
+        elif is_errback:
+            fn(batch.error)
+    except Exception:
+        log.exception("producer callback %r raised", fn)
+
+
+class RecordFuture(tuple):
+    """The result of one ``send``: (batch, index). Future-like and awaitable.
+
+    kafka-python style: ``get(timeout)``, ``add_callback``, ``add_errback``,
+    ``is_done``, ``succeeded()``, ``failed()``, ``exception``, ``value``.
+    asyncio style: ``await fut``, ``done()``, ``result()``. Callbacks run in the
+    producer's I/O thread (or at once, in the caller's, if already done).
+    """
+
+    __slots__ = ()
+    batch = property(itemgetter(0))
+    index = property(itemgetter(1))
+
+    def get(self, timeout: float | None = None) -> RecordMetadata:
+        """Block until delivered; the RecordMetadata, or raise the delivery error.
+
+        Raises FerryTimeoutError if not done within ``timeout`` seconds.
+        """
+        b = self[0]
+        if not b.done and not b.event.wait(timeout):
+            raise FerryTimeoutError(f"record not delivered within {timeout} s")
+        if b.error is not None:
+            raise b.error
+        return b.metadata(self[1])
+
+    @property
+    def is_done(self) -> bool:
+        return self[0].done
+
+    def done(self) -> bool:
+        return self[0].done
+
+    def succeeded(self) -> bool:
+        b = self[0]
+        return b.done and b.error is None
+
+    def failed(self) -> bool:
+        b = self[0]
+        return b.done and b.error is not None
+
+    @property
+    def exception(self) -> BaseException | None:
+        return self[0].error
+
+    @property
+    def value(self) -> RecordMetadata | None:
+        b = self[0]
+        return b.metadata(self[1]) if b.done and b.error is None else None
+
+    def result(self) -> RecordMetadata:
+        """The RecordMetadata if done (raising the error if it failed)."""
+        b = self[0]
+        if not b.done:
+            raise asyncio.InvalidStateError("record not delivered yet")
+        return self.get(0)
+
+    def add_callback(self, fn, *args, **kwargs) -> "RecordFuture":
+        """Call ``fn(*args, metadata, **kwargs)`` on success. Returns self."""
+        if args or kwargs:
+            fn = _bind(fn, args, kwargs)
+        self[0].add_callback(self[1], fn, False)
+        return self
+
+    def add_errback(self, fn, *args, **kwargs) -> "RecordFuture":
+        """Call ``fn(*args, exception, **kwargs)`` on failure. Returns self."""
+        if args or kwargs:
+            fn = _bind(fn, args, kwargs)
+        self[0].add_callback(self[1], fn, True)
+        return self
+
+    def add_both(self, fn, *args, **kwargs) -> "RecordFuture":
+        self.add_callback(fn, *args, **kwargs)
+        return self.add_errback(fn, *args, **kwargs)
+
+    def __await__(self):
+        b = self[0]
+        if not b.done:
+            yield from b.async_done().__await__()
+        return self.get(0)
+
+    def __repr__(self) -> str:
+        b = self[0]
+        state = "pending" if not b.done else ("failed" if b.error else "done")
+        return f"<RecordFuture {b.topic}/{b.partition} #{self[1]} {state}>"
+
+
+def _bind(fn, args, kwargs):
+    def bound(value):
+        return fn(*args, value, **kwargs)
+    return bound
+
+
+_new_future = tuple.__new__
+
+
+class RecordAccumulator:
+    """Open and sealed batches of one producer, and its memory bound (see module doc)."""
+
+    def __init__(
+        self,
+        *,
+        batch_size: int = 65536,
+        linger_ms: float = 5,
+        buffer_memory: int = 33554432,
+        max_request_size: int = 1048576,
+        clock: Callable[[], float] = time.monotonic,
+        on_seal: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.batch_size = min(batch_size, max_request_size)
+        self.linger = linger_ms / 1000
+        self.buffer_memory = buffer_memory
+        self.max_request_size = max_request_size
+        self.clock = clock
+        self.on_seal = on_seal
+        # records above this size are checked against the hard limits in append
+        self._size_limit = min(max_request_size, buffer_memory) - BATCH_OVERHEAD
+        self.wakeup: Callable[[], None] = lambda: None
+        self.block_in_thread: Callable[[], bool] = lambda: True
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._open: dict[tuple[str, int], ProducerBatch] = {}
+        self._sealed: collections.deque[ProducerBatch] = collections.deque()
+        self._incomplete: set[ProducerBatch] = set()
+        self._async_room_waiters: list[asyncio.Future] = []
+        self._used = 0
+        self._signalled = False
+        self.closed = False
+
+    # ------------------------------------------------------------ appending
+
+    def record_size(self, key, value, headers) -> int:
+        size = RECORD_OVERHEAD
+        if value is not None:
+            size += len(value)
+        if key is not None:
+            size += len(key)
+        if headers:
+            for name, hv in headers:
+                size += len(name) + (len(hv) if hv is not None else 0) + 4
+        return size
+
+    def check_size(self, size: int) -> None:
+        """Raise MessageTooLargeError if one record of ``size`` can never be sent."""
+        if size + BATCH_OVERHEAD > self.max_request_size:
+            raise MessageTooLargeError(
+                f"the record is {size + BATCH_OVERHEAD} bytes as a batch, over "
+                f"max_request_size={self.max_request_size}"
+            )
+        if size + BATCH_OVERHEAD > self.buffer_memory:
+            raise MessageTooLargeError(
+                f"the record is {size + BATCH_OVERHEAD} bytes, over buffer_memory={self.buffer_memory}"
+            )
+
+    def has_room(self, size: int) -> bool:
+        return self._used + size <= self.buffer_memory or self._used == 0
+
+    def append(self, topic: str, partition: int, key, value, timestamp_ms, headers,
+               max_block: float = 0.0) -> RecordFuture:
+        """Add one record; returns its RecordFuture. Thread-safe.
+
+        Blocks up to ``max_block`` seconds while buffer_memory is full, then
+        raises FerryTimeoutError. Raises MessageTooLargeError for a record that
+        can never fit, IllegalStateError once closed.
+        """
+        size = RECORD_OVERHEAD
+        if value is not None:
+            size += len(value)
+        if key is not None:
+            size += len(key)
+        if headers:
+            size = self.record_size(key, value, headers)
+        if size > self._size_limit:
+            self.check_size(size)
+        wake = False
+        with self._lock:
+            if self.closed:
+                raise IllegalStateError("the producer is closed")
+            if self._used + size > self.buffer_memory and self._used:
+                self._wait_for_room(size, max_block)
+            tp = (topic, partition)
+            b = self._open.get(tp)
+            if b is not None and b.size + size > self.batch_size and b.values:
+                self._seal(tp, b)
+                wake = True
+                b = None
+            if b is None:
+                b = self._open[tp] = ProducerBatch(topic, partition, self.clock())
+                self._incomplete.add(b)
+                wake = True
+            values = b.values
+            index = len(values)
+            values.append(value)
+            if key is not None:
+                if b.keys is None:
+                    b.keys = [None] * index
+                b.keys.append(key)
+            elif b.keys is not None:
+                b.keys.append(None)
+            if timestamp_ms is not None:
+                if b.timestamps is None:
+                    b.timestamps = [b.timestamp] * index
+                b.timestamps.append(timestamp_ms)
+            elif b.timestamps is not None:
+                b.timestamps.append(b.timestamp)
+            if headers:
+                if b.headers is None:
+                    b.headers = [None] * index
+                b.headers.append(headers)
+            elif b.headers is not None:
+                b.headers.append(None)
+            b.size += size
+            self._used += size
+            if b.size >= self.batch_size:
+                self._seal(tp, b)
+                wake = True
+            if wake and not self._signalled:
+                self._signalled = True
+            else:
+                wake = False
+        if wake:
+            self.wakeup()
+        return _new_future(RecordFuture, (b, index))
+
+    def _wait_for_room(self, size: int, max_block: float) -> None:
+        # called with the lock held; the Condition releases it while waiting
+        if not self.block_in_thread():
+            raise FerryTimeoutError(
+                "buffer_memory is full and send() was called from the producer's own "
+                "I/O thread, which cannot block"
+            )
+        deadline = time.monotonic() + max_block
+        while self._used + size > self.buffer_memory and self._used and not self.closed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._room.wait(remaining):
+                if self._used + size > self.buffer_memory and self._used:
+                    raise FerryTimeoutError(
+                        f"buffer_memory ({self.buffer_memory} bytes) stayed full for "
+                        f"{max_block * 1000:.0f} ms (max_block_ms)"
+                    )
+        if self.closed:
+            raise IllegalStateError("the producer is closed")
+
+    async def wait_for_room(self, size: int, timeout: float) -> None:
+        """For the asyncio producer: wait (in the loop) until ``size`` fits.
+
+        Raises FerryTimeoutError after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        loop = asyncio.get_running_loop()
+        while not self.has_room(size) and not self.closed:
+            fut = loop.create_future()
+            self._async_room_waiters.append(fut)
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await fut
+            except TimeoutError:
+                if not self.has_room(size):
+                    raise FerryTimeoutError(
+                        f"buffer_memory ({self.buffer_memory} bytes) stayed full for "
+                        f"{timeout * 1000:.0f} ms (max_block_ms)"
+                    ) from None
+
+    def _seal(self, tp, b: ProducerBatch) -> None:
+        del self._open[tp]
+        b.sealed = True
+        self._sealed.append(b)
+        if self.on_seal is not None:
+            self.on_seal(b.topic, b.partition)
+
+    # ------------------------------------------------------------ the sender's side
+
+    def drain(self, now: float | None = None) -> tuple[list[ProducerBatch], float | None]:
+        """Seal batches that lingered long enough; take every sealed batch.
+
+        Returns (batches in seal order, seconds until the next open batch's
+        linger ends, or None if no batch is open).
+        """
+        if now is None:
+            now = self.clock()
+        with self._lock:
+            self._signalled = False
+            next_due = None
+            if self._open:
+                linger = self.linger
+                for tp, b in list(self._open.items()):
+                    due = b.created + linger - now
+                    if due <= 0:
+                        self._seal(tp, b)
+                    elif next_due is None or due < next_due:
+                        next_due = due
+            out = list(self._sealed)
+            self._sealed.clear()
+        return out, next_due
+
+    def seal_all(self) -> None:
+        """Seal every open batch now (flush, close)."""
+        with self._lock:
+            for tp, b in list(self._open.items()):
+                self._seal(tp, b)
+            self._signalled = True
+        self.wakeup()
+
+    def reenqueue(self, batches: list[ProducerBatch]) -> None:
+        """Put batches back at the front, keeping their order (a retry)."""
+        with self._lock:
+            self._sealed.extendleft(reversed(batches))
+            self._signalled = True
+        self.wakeup()
+
+    def completed(self, b: ProducerBatch, base_offset: int = -1, log_append_time: int = -1,
+                  error: BaseException | None = None) -> None:
+        """Complete ``b`` and free its memory (in the sender's thread)."""
+        with self._lock:
+            if b in self._incomplete:
+                self._incomplete.discard(b)
+                self._used -= b.size - BATCH_OVERHEAD
+                self._room.notify_all()
+        b.complete(base_offset, log_append_time, error)
+        waiters, self._async_room_waiters = self._async_room_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def incomplete(self) -> list[ProducerBatch]:
+        with self._lock:
+            return list(self._incomplete)
+
+    def close(self) -> None:
+        """Refuse new records and wake blocked senders."""
+        with self._lock:
+            self.closed = True
+            self._room.notify_all()
+        for fut in self._async_room_waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def fail_all(self, error: BaseException) -> None:
+        """Fail every incomplete batch, sealed or open (forced close)."""
+        with self._lock:
+            self._open.clear()
+            self._sealed.clear()
+        for b in self.incomplete():
+            self.completed(b, error=error)
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self._used
+
+    def has_unsent(self) -> bool:
+        return bool(self._sealed or self._open)
