@@ -1,0 +1,346 @@
+"""Fetching: requests ahead of the consumer, decoding, offset lookups.
+
+Theory of operation
+-------------------
+One task per consumer. For each broker it keeps at most one FetchRequest in
+flight, naming every assigned partition the broker leads that is *fetchable*:
+its position is known, nothing fetched for it is waiting in the buffer, and
+it is not paused. A broker gets no new fetch while one of its partitions has a
+chunk still waiting in the buffer: then the next fetch (of all its partitions)
+leaves the moment the consumer takes that chunk, and is on the wire while the
+user iterates it. So iteration does not wait a round trip per chunk, memory
+stays bounded to about one chunk per partition, and an idle partition's long
+poll never holds back a busy one.
+
+Each partition's records become one ``PartitionRecords`` chunk, built by
+``decode_records``: every complete batch is CRC-checked and decoded with one
+msgpack call, records below the requested offset are cut off (a batch may
+start before it), a cut last batch is left for the next fetch, and the
+ConsumerRecords are made by ``map`` over ``zip``ped columns, with no Python
+call per record. OFFSET_OUT_OF_RANGE applies auto_offset_reset through
+ListOffsets (or surfaces as OffsetOutOfRangeError with "none").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import threading
+import time
+from collections import defaultdict
+from functools import partial
+from itertools import repeat
+from typing import Callable
+
+from protocol.batch import decode, iter_complete
+from protocol.errors import (
+    ApiError,
+    ErrorCode,
+    NetworkError,
+    OffsetOutOfRangeError,
+    RetriableError,
+)
+from protocol.messages import FetchPartition, FetchRequest
+
+from .cluster import Cluster
+from .errors import FerryTimeoutError, NoBrokersAvailable
+from .offsets import list_offsets
+from .record_buffer import PartitionRecords, RecordBuffer
+from .structs import ConsumerRecord, TopicPartition
+from .subscription import SubscriptionState
+
+log = logging.getLogger(__name__)
+
+_make_record = partial(tuple.__new__, ConsumerRecord)
+
+_STALE_METADATA = {
+    ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+    ErrorCode.NOT_LEADER_OR_FOLLOWER,
+    ErrorCode.LEADER_NOT_AVAILABLE,
+}
+
+
+def _deserialize_column(fn: Callable, column) -> list:
+    return [None if x is None else fn(x) for x in column]
+
+
+def decode_records(
+    topic: str,
+    partition: int,
+    data,
+    fetch_offset: int,
+    *,
+    key_deserializer: Callable | None = None,
+    value_deserializer: Callable | None = None,
+    check_crcs: bool = True,
+) -> tuple[list, int, bool]:
+    """The ConsumerRecords at or after ``fetch_offset`` in a partition's fetched bytes.
+
+    Returns (records, next fetch offset, whether any complete batch was there).
+    Raises CorruptMessageError for a bad batch. Control batches are skipped.
+    """
+    out: list = []
+    next_offset = fetch_offset
+    complete = False
+    for pos, _size in iter_complete(data):
+        complete = True
+        b = decode(data, pos, check_crc=check_crcs)
+        h = b.header
+        if h.next_offset <= fetch_offset:
+            continue
+        next_offset = h.next_offset
+        if h.is_control or not b.values:
+            continue
+        offsets, timestamps, keys, values, headers = b.offsets, b.timestamps, b.keys, b.values, b.headers
+        if offsets[0] < fetch_offset:
+            if type(offsets) is range:
+                start = fetch_offset - offsets[0]
+            else:
+                start = bisect.bisect_left(offsets, fetch_offset)
+            offsets, timestamps, keys, values, headers = (
+                offsets[start:], timestamps[start:], keys[start:], values[start:], headers[start:]
+            )
+        if key_deserializer is not None:
+            keys = _deserialize_column(key_deserializer, keys)
+        if value_deserializer is not None:
+            values = _deserialize_column(value_deserializer, values)
+        out.extend(map(_make_record, zip(
+            repeat(topic), repeat(partition), offsets, timestamps, keys, values, headers
+        )))
+    return out, next_offset, complete
+
+
+class Fetcher:
+    """The consumer's fetch task and offset lookups (see the module doc)."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        subscriptions: SubscriptionState,
+        *,
+        key_deserializer: Callable | None = None,
+        value_deserializer: Callable | None = None,
+        fetch_max_wait_ms: int = 500,
+        fetch_min_bytes: int = 1,
+        fetch_max_bytes: int = 52428800,
+        max_partition_fetch_bytes: int = 1048576,
+        check_crcs: bool = True,
+        isolation_level: int = 0,
+        request_timeout_ms: int = 30000,
+        retry_backoff_ms: int = 100,
+    ) -> None:
+        self.cluster = cluster
+        self.subs = subscriptions
+        self.key_deserializer = key_deserializer
+        self.value_deserializer = value_deserializer
+        self.max_wait_ms = fetch_max_wait_ms
+        self.min_bytes = fetch_min_bytes
+        self.max_bytes = fetch_max_bytes
+        self.partition_max_bytes = max_partition_fetch_bytes
+        self.check_crcs = check_crcs
+        self.isolation_level = isolation_level
+        self.request_timeout = request_timeout_ms / 1000
+        self.retry_backoff = retry_backoff_ms / 1000
+        self.wake = asyncio.Event()
+        self.buffer = RecordBuffer(subscriptions, self.wake_threadsafe)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_ident: int | None = None
+        self._in_flight: set[int] = set()
+        self._backoff_until: dict[int, float] = {}
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop_ident = threading.get_ident()
+        self._task = asyncio.create_task(self._run(), name="ferry-fetcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    def wake_threadsafe(self) -> None:
+        if self._loop is None:
+            return
+        if threading.get_ident() == self._loop_ident:
+            self.wake.set()
+        else:
+            self._loop.call_soon_threadsafe(self.wake.set)
+
+    # ------------------------------------------------------------ the fetch loop
+
+    async def _run(self) -> None:
+        while True:
+            self.wake.clear()
+            timeout = None
+            try:
+                if any(st.reset is not None for st in self.subs.assignment.values()):
+                    if not await self._reset_positions():
+                        timeout = self.retry_backoff
+                if self._send_fetches():
+                    timeout = self.retry_backoff
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("consumer fetch loop failed")
+                timeout = self.retry_backoff
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.wake.wait()
+            except TimeoutError:
+                pass
+
+    def _send_fetches(self) -> bool:
+        """Start a fetch for each idle broker; True if something must be retried later."""
+        meta = self.cluster.metadata
+        now = time.monotonic()
+        by_node: dict[int, list[TopicPartition]] = defaultdict(list)
+        blocked: set[int] = set()
+        retry_later = False
+        for tp, st in self.subs.assignment.items():
+            leader = meta.leader_for(tp.topic, tp.partition)
+            if leader is None:
+                if st.reset is None and not st.paused:
+                    retry_later = True
+                    self.cluster.request_update()
+                continue
+            if st.buffered:
+                blocked.add(leader)
+            elif st.fetchable():
+                by_node[leader].append(tp)
+        for node, tps in by_node.items():
+            if node in self._in_flight or node in blocked:
+                continue
+            if self._backoff_until.get(node, 0) > now:
+                retry_later = True
+                continue
+            self._in_flight.add(node)
+            asyncio.create_task(self._fetch(node, tps))
+        return retry_later
+
+    async def _fetch(self, node: int, tps: list[TopicPartition]) -> None:
+        subs = self.subs
+        sent = {}
+        parts = []
+        for tp in tps:
+            st = subs.assignment[tp]
+            st.in_flight = True
+            sent[tp] = (st, st.epoch, st.fetch_offset)
+            parts.append(FetchPartition(tp.topic, tp.partition, st.fetch_offset,
+                                        st.max_bytes or self.partition_max_bytes))
+        request = FetchRequest(
+            max_wait_ms=self.max_wait_ms, min_bytes=self.min_bytes, max_bytes=self.max_bytes,
+            isolation_level=self.isolation_level, partitions=tuple(parts),
+        )
+        try:
+            resp = await self.cluster.send(node, request, self.request_timeout + self.max_wait_ms / 1000)
+        except asyncio.CancelledError:
+            raise
+        except (NetworkError, NoBrokersAvailable, RetriableError) as exc:
+            log.debug("fetch from broker %s failed: %s", node, exc)
+            self.cluster.request_update()
+            self._backoff_until[node] = time.monotonic() + self.retry_backoff
+            resp = None
+        except ApiError as exc:
+            log.warning("fetch from broker %s failed: %s", node, exc)
+            self._backoff_until[node] = time.monotonic() + self.retry_backoff
+            resp = None
+        finally:
+            for st, _, _ in sent.values():
+                st.in_flight = False
+            self._in_flight.discard(node)
+        if resp is not None:
+            for p in resp.partitions:
+                tp = TopicPartition(p.topic, p.partition)
+                entry = sent.get(tp)
+                if entry is None:
+                    continue
+                st, epoch, offset = entry
+                if subs.assignment.get(tp) is not st or st.epoch != epoch:
+                    continue  # reassigned or sought while in flight
+                self._handle_partition(tp, st, offset, p)
+        self.wake.set()
+
+    def _handle_partition(self, tp: TopicPartition, st, offset: int, p) -> None:
+        if p.high_watermark >= 0:
+            st.highwater = p.high_watermark
+        if p.log_start_offset >= 0:
+            st.log_start = p.log_start_offset
+        code = p.error_code
+        if code == ErrorCode.OFFSET_OUT_OF_RANGE:
+            if self.subs.default_reset is None:
+                st.buffered = True
+                self.buffer.put(PartitionRecords(tp, st.epoch, [], offset, OffsetOutOfRangeError(
+                    f"offset {offset} is out of range for {tp.topic}/{tp.partition} "
+                    f"and auto_offset_reset is 'none'"
+                )))
+            else:
+                log.info("offset %d out of range for %s/%d: resetting to %s", offset, tp.topic,
+                         tp.partition, self.subs.auto_offset_reset)
+                st.request_reset(self.subs.default_reset)
+            return
+        if code:
+            if code in _STALE_METADATA:
+                self.cluster.request_update()
+            cls = ApiError.for_code(code)
+            if not cls.retriable:
+                st.buffered = True
+                self.buffer.put(PartitionRecords(tp, st.epoch, [], offset, cls(
+                    f"fetching {tp.topic}/{tp.partition}: {cls.description}"
+                )))
+            return
+        data = p.records
+        if not len(data):
+            return
+        try:
+            records, next_offset, complete = decode_records(
+                tp.topic, tp.partition, data, offset,
+                key_deserializer=self.key_deserializer,
+                value_deserializer=self.value_deserializer, check_crcs=self.check_crcs,
+            )
+        except ApiError as exc:  # CorruptMessageError: the user must seek past it
+            st.buffered = True
+            self.buffer.put(PartitionRecords(tp, st.epoch, [], offset, exc))
+            return
+        if not complete:
+            # one batch is larger than the partition's byte limit: ask for more
+            st.max_bytes = max(len(data), st.max_bytes or self.partition_max_bytes) * 2
+            return
+        st.max_bytes = None
+        if next_offset > offset:
+            st.fetch_offset = next_offset
+            st.buffered = True
+            self.buffer.put(PartitionRecords(tp, st.epoch, records, next_offset))
+
+    # ------------------------------------------------------------ offsets
+
+    async def _reset_positions(self) -> bool:
+        """Look up positions for partitions awaiting a reset; False if some failed."""
+        pending = {tp: (st, st.reset, st.epoch) for tp, st in self.subs.assignment.items()
+                   if st.reset is not None}
+        try:
+            found = await self.list_offsets({tp: reset for tp, (_, reset, _) in pending.items()},
+                                             timeout=self.request_timeout)
+        except (FerryTimeoutError, NetworkError, NoBrokersAvailable, RetriableError) as exc:
+            log.debug("offset reset failed: %s", exc)
+            return False
+        for tp, (st, reset, epoch) in pending.items():
+            if self.subs.assignment.get(tp) is not st or st.epoch != epoch:
+                continue
+            offset, _ = found.get(tp, (-1, -1))
+            if offset < 0:
+                continue
+            st.seek(offset)
+        return True
+
+    async def list_offsets(self, timestamps: dict[TopicPartition, int],
+                           timeout: float | None = None) -> dict[TopicPartition, tuple[int, int]]:
+        """See ``offsets.list_offsets``; the timeout defaults to request_timeout_ms."""
+        return await list_offsets(
+            self.cluster, timestamps, self.request_timeout if timeout is None else timeout,
+            self.retry_backoff,
+        )

@@ -1,0 +1,254 @@
+"""Fetched records on their way to the user: chunks, and the queue between threads.
+
+Theory of operation
+-------------------
+The fetcher turns each partition's part of a fetch response into one
+``PartitionRecords`` chunk (a list of ConsumerRecords) and ``put``s it in the
+``RecordBuffer``, in the event loop's thread. The consuming side (the loop
+thread for AsyncConsumer, the caller's thread for Consumer) makes the oldest
+chunk *current*, which clears the partition's ``buffered`` flag and wakes the
+fetcher, so the next fetch of that partition is in flight while the user works
+through the current chunk.
+
+Iteration is C-level: the consumer's generator does ``yield from`` over a
+list iterator of the chunk. Where the user stopped inside a chunk is read back
+from the iterator itself (``__length_hint__``), and a seek ends the iteration
+by moving the iterator to the end (``__setstate__``); nothing is done per
+record in Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+from typing import Callable
+
+from .subscription import SubscriptionState
+from .structs import TopicPartition
+
+
+class PartitionRecords:
+    """One partition's records from one fetch; ``pos`` is the next to hand out."""
+
+    __slots__ = ("tp", "epoch", "records", "pos", "next_offset", "error", "iterator")
+
+    def __init__(self, tp: TopicPartition, epoch: int, records: list, next_offset: int,
+                 error: BaseException | None = None) -> None:
+        self.tp = tp
+        self.epoch = epoch
+        self.records = records
+        self.pos = 0
+        self.next_offset = next_offset
+        self.error = error
+        self.iterator = None  # a list iterator while a generator yields from it
+
+    def sync(self) -> None:
+        """Bring ``pos`` up to date with a live iterator."""
+        it = self.iterator
+        if it is not None:
+            self.pos = len(self.records) - it.__length_hint__()
+
+    def iterate(self):
+        """A list iterator over the remaining records; it keeps ``pos`` (see ``sync``)."""
+        it = iter(self.records)
+        if self.pos:
+            it.__setstate__(self.pos)
+        self.iterator = it
+        return it
+
+    def iteration_ended(self, it) -> None:
+        """``it`` (from ``iterate``) ran to its end: every record was handed out."""
+        if self.iterator is it:
+            self.iterator = None
+            self.pos = len(self.records)
+
+    def stop_iteration(self) -> None:
+        """Detach the live iterator (making it end at once); ``pos`` stays where it was."""
+        it = self.iterator
+        if it is not None:
+            self.sync()
+            self.iterator = None
+            it.__setstate__(len(self.records))
+
+    @property
+    def exhausted(self) -> bool:
+        self.sync()
+        return self.pos >= len(self.records)
+
+    def position(self) -> int:
+        """Offset of the next record the user will get from this partition."""
+        self.sync()
+        if self.pos < len(self.records):
+            return self.records[self.pos].offset
+        return self.next_offset
+
+    def take(self, n: int | None) -> list:
+        self.sync()
+        pos = self.pos
+        if pos == 0 and (n is None or n >= len(self.records)):
+            self.pos = len(self.records)
+            return self.records
+        end = len(self.records) if n is None else min(len(self.records), pos + n)
+        self.pos = end
+        return self.records[pos:end]
+
+
+class RecordBuffer:
+    """Chunks in arrival order plus the one being consumed (``current``).
+
+    ``put`` runs in the loop thread; everything else in the consuming thread.
+    ``on_taken`` (thread-safe) tells the fetcher a partition can be fetched again.
+    """
+
+    def __init__(self, subscriptions: SubscriptionState, on_taken: Callable[[], None]) -> None:
+        self.subs = subscriptions
+        self.on_taken = on_taken
+        self.current: PartitionRecords | None = None
+        self._chunks: collections.deque[PartitionRecords] = collections.deque()
+        self._async_event = asyncio.Event()
+        self._thread_event = threading.Event()
+
+    # ------------------------------------------------------------ loop side
+
+    def put(self, chunk: PartitionRecords) -> None:
+        self._chunks.append(chunk)
+        self._async_event.set()
+        self._thread_event.set()
+
+    def wake(self) -> None:
+        """Wake a waiting consumer without data (e.g. an assignment change)."""
+        self._async_event.set()
+        self._thread_event.set()
+
+    # ------------------------------------------------------------ consumer side
+
+    def _finish_current(self) -> None:
+        cur = self.current
+        self.current = None
+        cur.iterator = None
+        st = self.subs.assignment.get(cur.tp)
+        if st is not None and st.epoch == cur.epoch:
+            st.position = cur.next_offset
+
+    def next_chunk(self) -> PartitionRecords | None:
+        """The current chunk if it still has records, else the next valid one.
+
+        Chunks of paused partitions stay queued; those from before a seek are
+        dropped. Raises the error a chunk carries (e.g. OffsetOutOfRangeError), once.
+        """
+        chunks = self._chunks
+        cur = self.current
+        if cur is not None:
+            st = self.subs.assignment.get(cur.tp)
+            if st is None or st.epoch != cur.epoch:
+                cur.stop_iteration()
+                self.current = None
+            elif cur.exhausted:
+                self._finish_current()
+            elif st.paused:
+                cur.stop_iteration()
+                self.current = None
+                chunks.appendleft(cur)
+            else:
+                return cur
+        taken = False
+        kept = []
+        try:
+            while chunks:
+                chunk = chunks.popleft()
+                st = self.subs.assignment.get(chunk.tp)
+                if st is None or st.epoch != chunk.epoch:
+                    continue
+                if st.paused:
+                    kept.append(chunk)
+                    continue
+                if st.buffered:
+                    st.buffered = False
+                    taken = True
+                if chunk.error is not None:
+                    raise chunk.error
+                if chunk.pos >= len(chunk.records):
+                    st.position = chunk.next_offset
+                    continue
+                self.current = chunk
+                return chunk
+            return None
+        finally:
+            if kept:
+                chunks.extendleft(reversed(kept))
+            if taken:
+                self.on_taken()
+
+    def _valid(self, chunk: PartitionRecords) -> bool:
+        st = self.subs.assignment.get(chunk.tp)
+        return st is not None and st.epoch == chunk.epoch
+
+    def take(self, max_records: int | None = None,
+             partitions: "set[TopicPartition] | None" = None) -> dict[TopicPartition, list]:
+        """Up to ``max_records`` records (None: all buffered), by partition. Never blocks."""
+        out: dict[TopicPartition, list] = {}
+        n = 0
+        skipped = []
+        while max_records is None or n < max_records:
+            chunk = self.next_chunk()
+            if chunk is None:
+                break
+            if partitions is not None and chunk.tp not in partitions:
+                # leave it for later, keep looking
+                chunk.stop_iteration()
+                self.current = None
+                skipped.append(chunk)
+                continue
+            chunk.stop_iteration()
+            recs = chunk.take(None if max_records is None else max_records - n)
+            n += len(recs)
+            prev = out.get(chunk.tp)
+            if prev is None:
+                out[chunk.tp] = recs if recs is not chunk.records else list(recs)
+            else:
+                prev.extend(recs)
+            st = self.subs.assignment.get(chunk.tp)
+            if st is not None:
+                st.position = chunk.position()
+        if skipped:
+            self._chunks.extendleft(reversed(skipped))
+        return out
+
+    def position(self, tp: TopicPartition) -> int | None:
+        """The position from the chunk being consumed, if it is ``tp``'s."""
+        cur = self.current
+        if cur is not None and cur.tp == tp and self._valid(cur):
+            return cur.position()
+        return None
+
+    def discard(self, tp: TopicPartition | None = None) -> None:
+        """Stop consuming the current chunk (of ``tp``, or any): a seek or reassignment."""
+        cur = self.current
+        if cur is not None and (tp is None or cur.tp == tp):
+            cur.stop_iteration()
+            self.current = None
+
+    def has_records(self) -> bool:
+        cur = self.current
+        if cur is not None and not cur.exhausted:
+            return True
+        return bool(self._chunks)
+
+    def arm(self) -> None:
+        """Reset the wake-up events: call before looking for records, then wait."""
+        self._async_event.clear()
+        self._thread_event.clear()
+
+    def wait_blocking(self, timeout: float | None) -> bool:
+        """Block (the consumer's thread) until a chunk arrives after ``arm``; False on timeout."""
+        return self._thread_event.wait(timeout)
+
+    async def wait(self, timeout: float | None) -> bool:
+        """Await (in the loop) a chunk arriving after ``arm``; False on timeout."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._async_event.wait()
+            return True
+        except TimeoutError:
+            return False
