@@ -204,10 +204,8 @@ class RecordBuffer:
             recs = chunk.take(None if max_records is None else max_records - n)
             n += len(recs)
             prev = out.get(chunk.tp)
-            if prev is None:
-                out[chunk.tp] = recs if recs is not chunk.records else list(recs)
-            else:
-                prev.extend(recs)
+            # a new list when joining: ``recs`` may be the chunk's own list
+            out[chunk.tp] = recs if prev is None else prev + recs
             st = self.subs.assignment.get(chunk.tp)
             if st is not None:
                 st.position = chunk.position()
