@@ -289,31 +289,72 @@ def _compress(codec: Compression, data: bytes) -> bytes:
     raise UnsupportedCompressionTypeError(f"codec {codec}")
 
 
+_CHUNK = 256 * 1024  # output per decompression step: the most a bomb costs us
+
+
 def _decompress(codec: int, data, limit: int) -> bytes:
+    """The decompressed payload. Raises CorruptMessageError if it is truncated,
+    invalid, or longer than ``limit`` bytes; never allocates much past ``limit``.
+    """
     try:
         if codec == Compression.GZIP:
             d = zlib.decompressobj(31)
             out = d.decompress(data, limit)
             if d.unconsumed_tail:
                 raise CorruptMessageError("decompressed batch exceeds the size limit")
+            if not d.eof:  # also catches a missing trailer, whose CRC we never saw
+                raise CorruptMessageError("gzip payload truncated or exceeds the size limit")
             return out
         if codec == Compression.LZ4:
-            import lz4.frame
-
-            d = lz4.frame.LZ4FrameDecompressor()
-            out = d.decompress(bytes(data), max_length=limit)
-            if not d.eof:
-                raise CorruptMessageError("lz4 payload truncated or exceeds the size limit")
-            return out
+            return _lz4_decompress(data, limit)
         if codec == Compression.ZSTD:
-            import zstandard
-
-            return zstandard.ZstdDecompressor().decompress(bytes(data), max_output_size=limit)
+            return _zstd_decompress(data, limit)
     except CorruptMessageError:
         raise
     except Exception as exc:  # the codecs raise their own assorted errors
         raise CorruptMessageError(f"cannot decompress batch: {exc}") from None
     raise CorruptMessageError(f"unknown codec {codec}")
+
+
+def _lz4_decompress(data, limit: int) -> bytes:
+    import lz4.frame
+
+    # In steps: given max_length the decompressor allocates all of it up front.
+    d = lz4.frame.LZ4FrameDecompressor()
+    chunks = [d.decompress(bytes(data), max_length=min(_CHUNK, limit + 1))]
+    total = len(chunks[0])
+    while not d.eof:
+        if total > limit:
+            raise CorruptMessageError("decompressed batch exceeds the size limit")
+        if d.needs_input:
+            raise CorruptMessageError("lz4 payload truncated")
+        chunk = d.decompress(b"", max_length=min(_CHUNK, limit + 1 - total))
+        chunks.append(chunk)
+        total += len(chunk)
+    if total > limit:
+        raise CorruptMessageError("decompressed batch exceeds the size limit")
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _zstd_decompress(data, limit: int) -> bytes:
+    import zstandard
+
+    dctx = zstandard.ZstdDecompressor()
+    size = zstandard.frame_content_size(data)  # -1: the frame does not say
+    if size > limit:
+        # decompress() would allocate the declared size whatever max_output_size says.
+        raise CorruptMessageError("decompressed batch exceeds the size limit")
+    if size >= 0:
+        return dctx.decompress(data)  # zstd checks the output against the declared size
+    reader = dctx.stream_reader(data)
+    chunks = []
+    total = 0
+    while chunk := reader.read(min(_CHUNK, limit + 1 - total)):
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            raise CorruptMessageError("decompressed batch exceeds the size limit")
+    return b"".join(chunks)
 
 
 def encode_payload(keys, values, ts_deltas, headers, offset_deltas=None) -> bytes:
@@ -437,7 +478,12 @@ def assemble(
 
 
 def decode_payload(buf, pos: int, header: BatchHeader, max_uncompressed: int) -> list:
-    """Decompress and unpack the five payload columns of a verified batch."""
+    """Decompress and unpack the five payload columns of a verified batch.
+
+    Returns [keys, values, timestamp_deltas, headers, offset_deltas]. Raises
+    CorruptMessageError if the payload does not decompress within
+    ``max_uncompressed`` bytes or is not the five-column array described above.
+    """
     raw = memoryview(buf)[pos + HEADER_SIZE : pos + header.size]
     codec = header.attributes & COMPRESSION_MASK
     if codec:
@@ -454,7 +500,41 @@ def decode_payload(buf, pos: int, header: BatchHeader, max_uncompressed: int) ->
     for col in (cols[0], cols[2], cols[3], cols[4]):
         if col is not None and (not isinstance(col, list) or len(col) != n):
             raise CorruptMessageError("batch payload columns differ in length")
+    # Element types, checked a column at a time (map(type) runs in C); the
+    # pairs inside each record's headers are checked where decode() builds them.
+    keys, values, ts_deltas, hdrs, offset_deltas = cols
+    if not (
+        _only(values, _BIN_OR_NIL)
+        and (keys is None or _only(keys, _BIN_OR_NIL))
+        and (ts_deltas is None or _only(ts_deltas, _INT))
+        and (hdrs is None or _only(hdrs, _LIST_OR_NIL))
+        and (offset_deltas is None or _only(offset_deltas, _INT))
+    ):
+        raise CorruptMessageError("batch payload column holds a value of the wrong type")
     return cols
+
+
+_BIN_OR_NIL = frozenset((bytes, type(None)))
+_INT = frozenset((int,))
+_LIST_OR_NIL = frozenset((list, type(None)))
+
+
+def _only(column: list, types: frozenset) -> bool:
+    return types.issuperset(map(type, column))
+
+
+def _record_headers(pairs) -> Sequence[tuple]:
+    """One record's headers as (key, value) tuples; raises CorruptMessageError."""
+    if not pairs:
+        return ()
+    out = []
+    for p in pairs:
+        if type(p) is not list or len(p) != 2 or type(p[0]) is not str or (
+            p[1] is not None and type(p[1]) is not bytes
+        ):
+            raise CorruptMessageError("record header is not a [str, bin-or-nil] pair")
+        out.append((p[0], p[1]))
+    return out
 
 
 def decode(
@@ -485,7 +565,7 @@ def decode(
     if hdrs is None:
         hdr_col: Sequence = [()] * n
     else:
-        hdr_col = [[tuple(p) for p in h] if h else () for h in hdrs]
+        hdr_col = [_record_headers(h) for h in hdrs]
     return DecodedBatch(
         header=header,
         offsets=offsets,

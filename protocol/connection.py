@@ -32,6 +32,7 @@ allocate what it asks for.
 from __future__ import annotations
 
 import enum
+import struct
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -238,9 +239,9 @@ class Connection:
         hstart = pos + FRAME_HEADER_SIZE
         # One copy of the frame: the events' Records views point into it and
         # stay valid (and writable) after the receive buffer moves on.
-        frame = memoryview(bytearray(buf[hstart:end]))
+        frame = memoryview(buf[hstart:end])  # slicing a bytearray copies it
         self._pos = end
-        header = self._unpack(frame[:header_len])
+        header = frame[:header_len]  # unpacked by the decoder, once it knows the API
         data = frame[header_len:]
         if self.role is Role.SERVER:
             return self._decode_request(api_key, version, flags, corr_id, header, data)
@@ -265,8 +266,9 @@ class Connection:
             raise RemoteProtocolError("request frame with response flags")
         cls = REQUESTS.get(api_key)
         if cls is None or not VERSIONS[api_key][0] <= version <= VERSIONS[api_key][1]:
+            # Its header may be in a layout only that API's version defines.
             return UnsupportedRequest(api_key, version, corr_id)
-        return self._decode_body(cls, header, data, corr_id)
+        return self._decode_body(cls, self._unpack(header), data, corr_id)
 
     def _decode_response(self, api_key, version, flags, corr_id, header, data) -> Any:
         expected = self._pending.pop(corr_id, None)
@@ -276,6 +278,9 @@ class Connection:
             raise RemoteProtocolError(
                 f"response for api {api_key} answers a request for api {expected}"
             )
+        if flags & ~FLAG_ERROR:
+            raise RemoteProtocolError(f"response frame with unknown flags {flags:#x}")
+        header = self._unpack(header)
         if flags & FLAG_ERROR:
             if type(header) is not dict:
                 raise RemoteProtocolError("error response body is not a map")
@@ -283,10 +288,15 @@ class Connection:
             msg = header.get("error_message")
             if type(code) is not int or not (msg is None or type(msg) is str):
                 raise RemoteProtocolError("error response body is malformed")
+            if len(data):
+                raise RemoteProtocolError("error response has a data section")
             return ErrorResponse(
                 api_key=api_key, error_code=code, error_message=msg, correlation_id=corr_id
             )
-        return self._decode_body(RESPONSES[api_key], header, data, corr_id)
+        cls = RESPONSES.get(api_key)
+        if cls is None:  # we sent a request of an API we cannot decode answers to
+            raise RemoteProtocolError(f"no response type for api {api_key}")
+        return self._decode_body(cls, header, data, corr_id)
 
     def _decode_body(self, cls, header, data, corr_id) -> Message:
         cursor = DataCursor(data)
@@ -305,10 +315,16 @@ class Connection:
         try:
             return b"".join(parts)
         except TypeError:
+            self._pending.pop(event.correlation_id, None)  # it never went out
             raise LocalProtocolError("send() needs bytes records; use send_parts()") from None
 
     def send_parts(self, event: Any) -> list:
-        """Like ``send`` but returns [prefix bytes, *records objects as given]."""
+        """Like ``send`` but returns [prefix bytes, *records objects as given].
+
+        Raises LocalProtocolError if the event may not be sent now or cannot be
+        encoded (a field of the wrong type, an integer out of its range); the
+        connection's state is then unchanged.
+        """
         if self.state is State.CLOSED:
             raise LocalProtocolError("connection is closed")
         if isinstance(event, Handshake):
@@ -320,23 +336,23 @@ class Connection:
         if isinstance(event, ErrorResponse):
             if self.role is not Role.SERVER:
                 raise LocalProtocolError("only the server sends error responses")
-            body = msgpack.packb(
-                {"error_code": event.error_code, "error_message": event.error_message}
-            )
-            return [framing.frame_prefix(event.api_key, 0, FLAG_ERROR, event.correlation_id, body, 0)]
+            body = {"error_code": event.error_code, "error_message": event.error_message}
+            return [_encode_frame(event.api_key, FLAG_ERROR, event.correlation_id, body, 0)]
         if not isinstance(event, Message):
             raise LocalProtocolError(f"cannot send {event!r}")
         if event.IS_RESPONSE != (self.role is Role.SERVER):
             raise LocalProtocolError(f"a {self.role.value} cannot send {type(event).__name__}")
-        if self.role is Role.CLIENT:
-            if event.correlation_id in self._pending:
-                raise LocalProtocolError(f"correlation id {event.correlation_id} is in flight")
-            if not (isinstance(event, ProduceRequest) and event.acks == 0):
-                self._pending[event.correlation_id] = event.API_KEY
+        if self.role is Role.CLIENT and event.correlation_id in self._pending:
+            raise LocalProtocolError(f"correlation id {event.correlation_id} is in flight")
         parts: list = []
-        header = msgpack.packb(encoder_for(type(event))(event, parts), use_bin_type=True)
-        data_len = sum(len(p) for p in parts)
-        prefix = framing.frame_prefix(event.API_KEY, 0, 0, event.correlation_id, header, data_len)
+        try:
+            body = encoder_for(type(event))(event, parts)
+            data_len = sum(len(p) for p in parts)
+        except (TypeError, ValueError) as exc:
+            raise LocalProtocolError(f"cannot encode {type(event).__name__}: {exc}") from None
+        prefix = _encode_frame(event.API_KEY, 0, event.correlation_id, body, data_len)
+        if self.role is Role.CLIENT and not (isinstance(event, ProduceRequest) and event.acks == 0):
+            self._pending[event.correlation_id] = event.API_KEY
         if parts and all(isinstance(p, (bytes, bytearray, memoryview)) for p in parts):
             return [prefix, *parts] if data_len > 4096 else [b"".join([prefix, *parts])]
         return [prefix, *parts]
@@ -344,26 +360,44 @@ class Connection:
     def _send_handshake(self, hs: Handshake) -> bytes:
         if self.role is not Role.CLIENT or self.state is not State.START:
             raise LocalProtocolError("only a new client connection sends a Handshake")
+        frame = _encode_handshake(hs, hs.max_version)
         self.state = State.HANDSHAKING
-        body = msgpack.packb(encoder_for(Handshake)(hs, []), use_bin_type=True)
-        return framing.handshake_frame(hs.max_version, body)
+        return frame
 
     def _send_handshake_response(self, resp: HandshakeResponse) -> bytes:
         if self.role is not Role.SERVER or self.state is not State.HANDSHAKING:
             raise LocalProtocolError("HandshakeResponse answers a received Handshake")
+        frame = _encode_handshake(resp, resp.version)
         if resp.error_code:
             self.state = State.CLOSED
         else:
             self.protocol_version = resp.version
             self.state = State.READY
-        body = msgpack.packb(encoder_for(HandshakeResponse)(resp, []), use_bin_type=True)
-        return framing.handshake_frame(resp.version, body)
+        return frame
 
     def fail_pending(self) -> list[int]:
         """Forget every in-flight request (client side); returns their ids."""
         ids = list(self._pending)
         self._pending.clear()
         return ids
+
+
+def _encode_frame(api_key: int, flags: int, corr_id: int, body: Any, data_len: int) -> bytes:
+    """A frame's bytes up to its data section; LocalProtocolError if unencodable."""
+    try:
+        header = msgpack.packb(body, use_bin_type=True)
+        return framing.frame_prefix(api_key, 0, flags, corr_id, header, data_len)
+    except (TypeError, ValueError, OverflowError, struct.error) as exc:
+        raise LocalProtocolError(f"cannot encode frame for api {api_key}: {exc}") from None
+
+
+def _encode_handshake(msg: Handshake | HandshakeResponse, version: int) -> bytes:
+    """A handshake frame; LocalProtocolError if unencodable (version must fit a byte)."""
+    try:
+        body = msgpack.packb(encoder_for(type(msg))(msg, []), use_bin_type=True)
+        return framing.handshake_frame(version, body)
+    except (TypeError, ValueError, OverflowError, struct.error) as exc:
+        raise LocalProtocolError(f"cannot encode {type(msg).__name__}: {exc}") from None
 
 
 def negotiate(hs: Handshake, supported: tuple[int, int] = (framing.PROTOCOL_VERSION, framing.PROTOCOL_VERSION)) -> int | None:
