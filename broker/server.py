@@ -1,0 +1,413 @@
+"""The asyncio shell: sockets in, sans-IO connection, handlers, sockets out.
+
+Theory of operation
+-------------------
+Each TCP connection gets a ``BrokerProtocol``: bytes read go into a
+``protocol.Connection(Role.SERVER)``; each request event goes to
+``Handlers.handle``. A handler answers at once (most requests), later (a
+coroutine: long-polling fetch, acks=all produce), or never (acks=0). Responses
+leave in request order: a per-connection queue of slots, written from the head
+as they complete.
+
+Flow control, as in uvicorn: a connection with ``max_inflight_requests``
+unanswered requests, or whose transport asked us to stop writing, is paused
+(no more reading and no more decoding of buffered frames) until it drains, so
+a slow or stalled client costs only its own bounded buffers and never delays
+others. A malformed frame closes that one connection with a logged reason.
+
+Fetch data goes from the segment file to the socket with ``os.sendfile``
+whenever nothing is queued in the transport; if the socket cannot take it all
+at once, the remainder is read with ``pread`` and queued, keeping order.
+
+Shutdown (SIGINT/SIGTERM): stop accepting, stop reading, let requests in
+progress finish within ``shutdown_timeout_ms``, close connections, fsync and
+close the logs, write the clean-shutdown marker. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import signal
+import socket
+from typing import Any
+
+from protocol import messages as m
+from protocol.connection import (
+    NEED_DATA,
+    Connection,
+    ConnectionClosed,
+    ErrorResponse,
+    Role,
+    UnsupportedRequest,
+    handshake_response,
+)
+from protocol.errors import ApiError, ErrorCode, RemoteProtocolError
+from protocol.messages import Handshake
+
+from .config import BrokerConfig
+from .flusher import GroupCommitFlusher
+from .handlers import Handlers, _Ranges, error_code
+from .storage import LogConfig, TopicStore
+from .waiters import LogWaiters
+
+log = logging.getLogger("ferry.broker")
+
+
+class BrokerProtocol(asyncio.Protocol):
+    def __init__(self, broker: "Broker") -> None:
+        self.broker = broker
+        self.handlers = broker.handlers
+        self.max_inflight = broker.config.max_inflight_requests
+        self.conn = Connection(Role.SERVER, max_frame_size=broker.config.max_frame_size)
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.slots: collections.deque = collections.deque()
+        self.read_paused = False
+        self.write_paused = False
+        self.stopping = False
+        self.closed = False
+        self.sock_fd = -1
+
+    # ------------------------------------------------------------ lifecycle
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        state = self.broker.connections
+        if len(state) >= self.broker.config.max_connections:
+            log.warning("refusing %s: %d connections open (max_connections)", self.peer, len(state))
+            self.closed = True
+            transport.close()
+            return
+        state.add(self)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+            self.sock_fd = sock.fileno()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.broker.connections.discard(self)
+        for slot in self.slots:
+            task = slot[2]
+            if isinstance(task, asyncio.Future) and not task.done():
+                task.cancel()
+        self.slots.clear()
+        self.broker.connection_gone()
+
+    def eof_received(self) -> bool:
+        self._feed(b"")
+        return False
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._maybe_resume()
+
+    def _pause_reading(self) -> None:
+        if not self.read_paused and self.transport is not None and not self.closed:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _maybe_resume(self) -> None:
+        if self.closed or self.stopping or self.write_paused:
+            return
+        if len(self.slots) >= self.max_inflight:
+            return
+        if self.read_paused:
+            self.read_paused = False
+            self._process()
+            if not self.read_paused and self.transport is not None and not self.closed:
+                self.transport.resume_reading()
+
+    def close(self, reason: str | None = None) -> None:
+        if self.closed:
+            return
+        if reason:
+            log.warning("closing connection from %s: %s", self.peer, reason)
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def stop_reading(self) -> None:
+        """Shutdown: read no further requests; those in progress still complete."""
+        self.stopping = True
+        self._pause_reading()
+
+    # ------------------------------------------------------------ input
+
+    def data_received(self, data: bytes) -> None:
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            self.conn.receive_data(data)
+        except Exception as exc:  # data after EOF: the transport's bug, not the peer's
+            self.close(f"receive failed: {exc}")
+            return
+        self._process()
+
+    def _process(self) -> None:
+        conn = self.conn
+        while not self.closed and not self.read_paused:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                self.close(f"protocol error: {exc}")
+                return
+            if event is NEED_DATA:
+                return
+            if isinstance(event, ConnectionClosed):
+                self.closed = True
+                if self.transport is not None and not self.slots:
+                    self.transport.close()
+                return
+            if isinstance(event, Handshake):
+                self._handshake(event)
+            elif isinstance(event, UnsupportedRequest):
+                self._enqueue(event.api_key, event.correlation_id, ErrorResponse(
+                    api_key=event.api_key,
+                    error_code=int(ErrorCode.UNSUPPORTED_VERSION),
+                    error_message=f"unsupported api {m.api_name(event.api_key)} version {event.api_version}",
+                    correlation_id=event.correlation_id,
+                ))
+            else:
+                self._dispatch(event)
+            if len(self.slots) >= self.max_inflight:
+                self._pause_reading()
+
+    def _handshake(self, hs: Handshake) -> None:
+        resp = handshake_response(hs, broker_id=self.broker.config.broker_id,
+                                  max_frame_size=self.broker.config.max_frame_size)
+        self._write(self.conn.send(resp))
+        if resp.error_code:
+            log.warning("refused handshake from %s: %s", self.peer, resp.error_message)
+            self.close()
+        else:
+            log.debug("client %r connected from %s", hs.client_id, self.peer)
+
+    def _dispatch(self, request: m.Message) -> None:
+        self.broker.requests_served += 1
+        try:
+            result = self.handlers.handle(request)
+        except ApiError as exc:
+            result = ErrorResponse(api_key=request.API_KEY, error_code=int(exc.code),
+                                   error_message=str(exc), correlation_id=request.correlation_id)
+        except Exception as exc:
+            log.exception("error handling %s from %s", type(request).__name__, self.peer)
+            result = ErrorResponse(api_key=request.API_KEY, error_code=error_code(exc),
+                                   error_message=f"{type(exc).__name__}: {exc}",
+                                   correlation_id=request.correlation_id)
+        if result is None:
+            return
+        if asyncio.iscoroutine(result):
+            task = asyncio.ensure_future(result)
+            self.slots.append((request.API_KEY, request.correlation_id, task))
+            task.add_done_callback(self._task_done)
+            return
+        self._enqueue(request.API_KEY, request.correlation_id, result)
+
+    def _enqueue(self, api_key: int, corr_id: int, response: Any) -> None:
+        if not self.slots:
+            self._send(response)
+        else:
+            self.slots.append((api_key, corr_id, response))
+
+    def _task_done(self, _task: asyncio.Future) -> None:
+        self._drain()
+
+    def _drain(self) -> None:
+        slots = self.slots
+        while slots:
+            api_key, corr_id, item = slots[0]
+            if isinstance(item, asyncio.Future):
+                if not item.done():
+                    break
+                slots.popleft()
+                if item.cancelled():
+                    continue
+                exc = item.exception()
+                if exc is not None:
+                    if not isinstance(exc, ApiError):
+                        log.error("error serving api %s for %s: %r", api_key, self.peer, exc)
+                    response = ErrorResponse(api_key=api_key, error_code=error_code(exc),
+                                             error_message=str(exc), correlation_id=corr_id)
+                else:
+                    response = item.result()
+                    if response is None:
+                        continue
+            else:
+                slots.popleft()
+                response = item
+            self._send(response)
+        if self.conn.state.name == "CLOSED" and not slots and self.transport is not None:
+            self.transport.close()
+        self._maybe_resume()
+
+    # ------------------------------------------------------------ output
+
+    def _write(self, data) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _send(self, response: Any) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        try:
+            parts = self.conn.send_parts(response)
+        except Exception as exc:
+            log.exception("cannot encode response for %s", self.peer)
+            self.close(f"encoding failed: {exc}")
+            return
+        for part in parts:
+            if isinstance(part, _Ranges):
+                for rng in part.ranges:
+                    self._send_range(rng)
+            elif isinstance(part, (bytes, bytearray, memoryview)):
+                self.transport.write(part)
+            else:  # a bare storage FileRange
+                self._send_range(part)
+
+    def _send_range(self, rng) -> None:
+        """Send a file range: sendfile while the socket takes it, then queue the rest."""
+        transport = self.transport
+        pos, left = rng.position, rng.length
+        if self.sock_fd >= 0 and transport.get_write_buffer_size() == 0:
+            try:
+                while left > 0:
+                    sent = os.sendfile(self.sock_fd, rng.fileno(), pos, left)
+                    if sent == 0:
+                        break
+                    pos += sent
+                    left -= sent
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as exc:
+                self.close(f"sendfile failed: {exc}")
+                return
+        if left > 0:
+            transport.write(os.pread(rng.fileno(), left, pos))
+
+
+class Broker:
+    """A Ferry broker: storage, handlers and the TCP server. Not thread-safe."""
+
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.store: TopicStore | None = None
+        self.handlers: Handlers | None = None
+        self.server: asyncio.base_events.Server | None = None
+        self.connections: set[BrokerProtocol] = set()
+        self.requests_served = 0
+        self.port = config.port
+        self._stopped = asyncio.Event()
+        self._signals = 0
+        self._idle = asyncio.Event()
+
+    async def start(self) -> None:
+        """Open the data directory, recover the logs, and start listening."""
+        cfg = self.config
+        defaults = LogConfig.from_dict(cfg.topic_defaults())
+        self.store = TopicStore(cfg.data_dir, defaults)
+        if not self.store.was_clean:
+            log.warning("previous shutdown was not clean: logs recovered")
+        self.handlers = Handlers(
+            cfg, self.store, waiters=LogWaiters(), flusher=GroupCommitFlusher(), port=lambda: self.port
+        )
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: BrokerProtocol(self), cfg.host, cfg.port, reuse_address=True, backlog=1024
+        )
+        self.port = self.server.sockets[0].getsockname()[1]
+        log.info(
+            "Ferry broker ready on %s:%d (data dir %s, %d topic(s))",
+            cfg.host, self.port, cfg.data_dir, len(self.store.topics()),
+        )
+
+    def connection_gone(self) -> None:
+        if not self.connections:
+            self._idle.set()
+
+    def request_stop(self) -> None:
+        self._stopped.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: int) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info("received %s: shutting down (send it again to exit at once)", signal.Signals(sig).name)
+            self._stopped.set()
+        else:
+            log.warning("received %s again: exiting at once", signal.Signals(sig).name)
+            logging.shutdown()
+            os._exit(1)
+
+    async def serve_forever(self) -> None:
+        await self._stopped.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Stop accepting, finish in-flight requests within the bound, close the logs."""
+        if self.server is None:
+            return
+        server, self.server = self.server, None
+        server.close()
+        for conn in list(self.connections):
+            conn.stop_reading()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.shutdown_timeout_ms / 1000
+        while any(c.slots for c in self.connections) and loop.time() < deadline:
+            self.handlers.waiters.notify_all()
+            await asyncio.sleep(0.01)
+        for conn in list(self.connections):
+            conn.close()
+        if self.connections:
+            self._idle.clear()
+            try:
+                await asyncio.wait_for(self._idle.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+        self.handlers.flusher.close()
+        self.store.close()
+        log.info("Ferry broker stopped cleanly after %d request(s)", self.requests_served)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def run(config: BrokerConfig) -> None:
+    """Run a broker in the foreground until SIGINT or SIGTERM. Blocks."""
+    configure_logging(config.log_level)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        uvloop = None
+
+    async def main() -> None:
+        broker = Broker(config)
+        await broker.start()
+        broker.install_signal_handlers()
+        await broker.serve_forever()
+
+    if uvloop is not None:
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
