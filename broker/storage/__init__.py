@@ -6,7 +6,14 @@ log works and ``paths`` for the layout of a data dir.
 """
 
 from .config import LogConfig
-from .errors import DiskFullError, LogFlushError, LogOfflineError, LogWriteError, StorageError
+from .errors import (
+    DiskFullError,
+    LogFlushError,
+    LogOfflineError,
+    LogReadError,
+    LogWriteError,
+    StorageError,
+)
 from .partition_log import PartitionLog
 from .results import AppendResult, FileRange, ReadResult
 from .topic_store import TopicInfo, TopicStore
@@ -24,4 +31,5 @@ __all__ = [
     "DiskFullError",
     "LogFlushError",
     "LogOfflineError",
+    "LogReadError",
 ]

@@ -23,6 +23,12 @@ class DiskFullError(LogWriteError):
     description = "the broker's disk is full"
 
 
+class LogReadError(StorageError):
+    """Reading a segment failed (an I/O error from the disk)."""
+
+    description = "the broker could not read the partition's log"
+
+
 class LogFlushError(StorageError):
     """fsync of a segment or its directory failed: durability is unknown."""
 
@@ -51,6 +57,7 @@ __all__ = [
     "StorageError",
     "LogWriteError",
     "DiskFullError",
+    "LogReadError",
     "LogFlushError",
     "LogOfflineError",
     "CorruptLogError",

@@ -53,6 +53,8 @@ def load_segments(directory: Path, index_interval_bytes: int, *, recover: bool) 
             _delete_from(directory, bases[i:])
             break
         seg = Segment.open(directory, base, index_interval_bytes, recover=recover and last)
+        if not last:
+            seg.release_file()
         segments.append(seg)
         if seg.truncated_bytes and not last:
             log.warning("%s: segment %d was cut short: dropping the later segments", directory, base)

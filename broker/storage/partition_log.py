@@ -23,9 +23,10 @@ is a list of ``FileRange`` for ``os.sendfile``, at least one batch long.
 
 Threads: ``append``, ``read``, ``roll``, ``truncate_to``, ``close`` and
 ``delete`` run on one thread (the broker's event loop). ``flush`` may run on
-another at the same time: under a short lock it takes ``dup``'d fds of the
-segments to sync, and it fsyncs with no lock held, so an append never waits
-for a disk flush.
+another at the same time: under a short lock it takes a ``dup`` of the active
+segment's fd and the list of segments rolled since the last flush (synced by
+name), and it fsyncs with no lock held, so an append never waits for a disk
+flush.
 """
 
 from __future__ import annotations
@@ -56,7 +57,14 @@ from protocol.errors import (
 from . import fsio, paths
 from .batch_reader import MAX_RELATIVE_OFFSET
 from .config import LogConfig
-from .errors import CorruptLogError, DiskFullError, LogFlushError, LogOfflineError, LogWriteError
+from .errors import (
+    CorruptLogError,
+    DiskFullError,
+    LogFlushError,
+    LogOfflineError,
+    LogReadError,
+    LogWriteError,
+)
 from .log_loader import load_segments
 from .results import AppendResult, FileRange, ReadResult
 from .segment import Segment
@@ -94,7 +102,7 @@ class PartitionLog:
         )
         self._bases = [s.base_offset for s in self._segments]
         self._unflushed: list[Segment] = []  # rolled since the last flush
-        self._dir_dirty = False
+        self._dir_dirty = True  # the directory may be new: sync it on the first flush
         self._offline = False
         self._closed = False
         self._final_offsets = (0, 0, 0)  # start, end, size once closed
@@ -245,6 +253,7 @@ class PartitionLog:
         try:
             old.finalize()
             new = Segment.create(self.directory, old.next_offset, self._config.index_interval_bytes)
+            old.release_file()
         except OSError as exc:
             cls = DiskFullError if exc.errno in _DISK_FULL else LogWriteError
             raise cls(f"cannot roll {self.directory}: {exc}") from exc
@@ -293,6 +302,8 @@ class PartitionLog:
                 start = 0
         except CorruptMessageError as exc:
             raise CorruptLogError(f"{self.topic}-{self.partition}: {exc}") from exc
+        except OSError as exc:
+            raise LogReadError(f"{self.topic}-{self.partition}: {exc}") from exc
         return ReadResult(ranges, end_offset, start_offset)
 
     def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
@@ -309,6 +320,8 @@ class PartitionLog:
                         return found
         except CorruptMessageError as exc:
             raise CorruptLogError(f"{self.topic}-{self.partition}: {exc}") from exc
+        except OSError as exc:
+            raise LogReadError(f"{self.topic}-{self.partition}: {exc}") from exc
         return None
 
     # -- truncate, flush, close ------------------------------------------------
@@ -356,18 +369,23 @@ class PartitionLog:
             dir_dirty = self._dir_dirty
             self._dir_dirty = False
             appended = self._appended_messages
-            fds = [os.dup(s.fd) for s in rolled + [self._segments[-1]] if not s.file.closed]
+            active = self._segments[-1]
+            fds = [os.dup(active.fd)] if active not in rolled else []
         try:
             for fd in fds:
                 os.fsync(fd)
             for seg in rolled:
-                for path in seg.index_paths():
+                # Rolled segments are synced by name: they may have let go of their fd.
+                for path in (seg.log_path, *seg.index_paths()):
                     try:
                         fsio.fsync_path(path)
                     except FileNotFoundError:
                         pass
             if dir_dirty:
-                fsio.fsync_dir(self.directory)
+                try:
+                    fsio.fsync_dir(self.directory)
+                except FileNotFoundError:
+                    pass  # the log was deleted meanwhile
         except OSError as exc:
             with self._lock:
                 self._unflushed = rolled + self._unflushed

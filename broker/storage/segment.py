@@ -22,6 +22,10 @@ the batch headers after the last entry lead exactly to the end of the file) or
 one, rebuild both indexes). A load that finds anything wrong falls back to
 recovery.
 
+Only the active segment keeps its file open all the time; an older one opens
+it when first read and lets go of it when rolled or loaded, so idle segments
+hold no file descriptors.
+
 Thread safety: one thread appends, reads and truncates; ``flush`` in another
 thread only needs the fd (see ``PartitionLog.flush``).
 """
@@ -61,7 +65,7 @@ class Segment:
         self.index_interval_bytes = index_interval_bytes
         log_path, index_path, time_path = paths.segment_files(directory, base_offset)
         self.log_path = log_path
-        self.file = fsio.SegmentFile(log_path)
+        self._file: fsio.SegmentFile | None = fsio.SegmentFile(log_path)
         self.index = OffsetIndex(index_path, base_offset)
         self.timeindex = TimeIndex(time_path, base_offset)
         self.size = 0
@@ -195,8 +199,24 @@ class Segment:
     # -- appending -------------------------------------------------------------
 
     @property
+    def file(self) -> fsio.SegmentFile:
+        """The open ``.log`` (reopened on demand after ``release_file``)."""
+        f = self._file
+        if f is None:
+            f = self._file = fsio.SegmentFile(self.log_path)
+        return f
+
+    @property
     def fd(self) -> int:
         return self.file.fileno()
+
+    def release_file(self) -> None:
+        """Let go of the open file, so a segment nobody reads holds no fd.
+
+        The file closes once no FileRange references it; the next use reopens it.
+        Only for segments that take no more appends.
+        """
+        self._file = None
 
     def is_empty(self) -> bool:
         return self.size == 0

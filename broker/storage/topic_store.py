@@ -104,6 +104,9 @@ class TopicStore:
                     directory, config, clock=self._clock, recover=recover, topic=meta.name, partition=p
                 )
             )
+        return self._register(meta, config, logs)
+
+    def _register(self, meta: TopicMetadata, config: LogConfig, logs: list[PartitionLog]) -> TopicInfo:
         info = TopicInfo(meta.name, meta.partitions, config, dict(meta.overrides))
         self._topics[meta.name] = info
         self._logs[meta.name] = logs
@@ -157,10 +160,11 @@ class TopicStore:
                 f"partition count must be between 1 and {MAX_PARTITIONS}, not {partitions!r}"
             )
         overrides = _normalize(config or {})
-        LogConfig.from_dict(overrides, base=self.default_config)
+        config = LogConfig.from_dict(overrides, base=self.default_config)
         if name in self._topics:
             raise TopicAlreadyExistsError(f"topic {name!r} already exists")
         meta = TopicMetadata(name, partitions, overrides)
+        logs: list[PartitionLog] = []
         try:
             for p in range(partitions):
                 directory = paths.partition_dir(self.data_dir, name, p)
@@ -168,11 +172,19 @@ class TopicStore:
                     log.info("%s: removing a stale partition directory", directory)
                     fsio.rename_and_remove(directory, paths.deletion_dir(self.data_dir, directory))
                 directory.mkdir()
+                logs.append(
+                    PartitionLog(directory, config, clock=self._clock, recover=False, topic=name, partition=p)
+                )
             fsio.fsync_dir(self.data_dir)
-            meta.save(self.data_dir)
-            return self._open_topic(meta, recover=False)
+            meta.save(self.data_dir)  # the commit point
         except OSError as exc:
+            for partition_log in logs:
+                try:
+                    partition_log.delete()
+                except OSError:
+                    pass  # a directory without metadata is ignored, and wiped by the next create
             raise StorageError(f"cannot create topic {name!r}: {exc}") from exc
+        return self._register(meta, config, logs)
 
     def delete_topic(self, name: str) -> None:
         """Delete a topic and its data. Raises UnknownTopicOrPartitionError or StorageError."""
@@ -219,9 +231,19 @@ class TopicStore:
         return [pl for logs in list(self._logs.values()) for pl in logs]
 
     def flush_all(self) -> None:
-        """fsync every log. May run on a worker thread. Raises StorageError (the first failure)."""
+        """fsync every log. May run on a worker thread.
+
+        Raises the first failure's StorageError after trying every log.
+        """
+        first_error: StorageError | None = None
         for partition_log in self.logs():
-            partition_log.flush()
+            try:
+                partition_log.flush()
+            except StorageError as exc:
+                log.error("%s: flush failed: %s", partition_log.directory, exc)
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
 
     def close(self) -> None:
         """Close every log, then write the clean-shutdown marker. Raises StorageError."""
