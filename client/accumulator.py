@@ -5,7 +5,7 @@ Theory of operation
 ``append`` is the whole per-record cost of sending: under one lock it appends
 the record's value (and key, timestamp, headers when given) to the open
 ``ProducerBatch`` of its partition, counts its estimated size, and returns a
-``RecordFuture``: a 2-tuple (batch, index), built by one C call. There is no
+``RecordFuture``: two slots (batch, index), and nothing else. There is no
 future, no encoding and no I/O per record. The columns are lists; a column
 whose records all take the default (no key, the batch's timestamp, no headers)
 stays ``None`` and is backfilled only when a record first needs it.
@@ -36,7 +36,6 @@ import collections
 import logging
 import threading
 import time
-from operator import itemgetter
 from typing import Callable
 
 from protocol import batch as batchcodec
@@ -62,19 +61,20 @@ class ProducerBatch:
 
     __slots__ = (
         "topic", "partition", "values", "keys", "timestamps", "headers", "timestamp",
-        "size", "created", "sealed", "data", "attempts", "done", "base_offset",
-        "log_append_time", "error", "event", "_afut", "_callbacks",
+        "capacity", "room", "plain", "created", "sealed", "data", "attempts", "done",
+        "base_offset", "log_append_time", "error", "event", "_afut", "_callbacks",
     )
 
-    def __init__(self, topic: str, partition: int, now: float) -> None:
+    def __init__(self, topic: str, partition: int, now: float, batch_size: int = 1 << 30) -> None:
         self.topic = topic
         self.partition = partition
         self.values: list = []
         self.keys: list | None = None
         self.timestamps: list | None = None
         self.headers: list | None = None
+        self.plain = True  # no keys, timestamps or headers so far
         self.timestamp = _now_ms()  # of records sent without timestamp_ms
-        self.size = BATCH_OVERHEAD
+        self.capacity = self.room = batch_size - BATCH_OVERHEAD  # record bytes
         self.created = now
         self.sealed = False
         self.data: bytes | None = None
@@ -86,6 +86,33 @@ class ProducerBatch:
         self.event = threading.Event()
         self._afut: asyncio.Future | None = None
         self._callbacks: list | None = None
+
+    @property
+    def size(self) -> int:
+        """Estimated bytes of the encoded batch."""
+        return BATCH_OVERHEAD + self.capacity - self.room
+
+    def add_extras(self, index: int, key, timestamp_ms, headers) -> None:
+        """Record ``index``'s key, timestamp and headers, creating columns on first use."""
+        self.plain = False
+        if self.keys is None:
+            if key is not None:
+                self.keys = [None] * index
+                self.keys.append(key)
+        else:
+            self.keys.append(key)
+        if self.timestamps is None:
+            if timestamp_ms is not None:
+                self.timestamps = [self.timestamp] * index
+                self.timestamps.append(timestamp_ms)
+        else:
+            self.timestamps.append(self.timestamp if timestamp_ms is None else timestamp_ms)
+        if self.headers is None:
+            if headers:
+                self.headers = [None] * index
+                self.headers.append(headers)
+        else:
+            self.headers.append(headers or None)
 
     def __len__(self) -> int:
         return len(self.values)
@@ -163,8 +190,8 @@ def _run_callback(batch: ProducerBatch, index: int, fn, is_errback: bool) -> Non
         log.exception("producer callback %r raised", fn)
 
 
-class RecordFuture(tuple):
-    """The result of one ``send``: (batch, index). Future-like and awaitable.
+class RecordFuture:
+    """The result of one ``send``: its batch and index in it. Future-like and awaitable.
 
     kafka-python style: ``get(timeout)``, ``add_callback``, ``add_errback``,
     ``is_done``, ``succeeded()``, ``failed()``, ``exception``, ``value``.
@@ -172,49 +199,47 @@ class RecordFuture(tuple):
     producer's I/O thread (or at once, in the caller's, if already done).
     """
 
-    __slots__ = ()
-    batch = property(itemgetter(0))
-    index = property(itemgetter(1))
+    __slots__ = ("batch", "index")
 
     def get(self, timeout: float | None = None) -> RecordMetadata:
         """Block until delivered; the RecordMetadata, or raise the delivery error.
 
         Raises FerryTimeoutError if not done within ``timeout`` seconds.
         """
-        b = self[0]
+        b = self.batch
         if not b.done and not b.event.wait(timeout):
             raise FerryTimeoutError(f"record not delivered within {timeout} s")
         if b.error is not None:
             raise b.error
-        return b.metadata(self[1])
+        return b.metadata(self.index)
 
     @property
     def is_done(self) -> bool:
-        return self[0].done
+        return self.batch.done
 
     def done(self) -> bool:
-        return self[0].done
+        return self.batch.done
 
     def succeeded(self) -> bool:
-        b = self[0]
+        b = self.batch
         return b.done and b.error is None
 
     def failed(self) -> bool:
-        b = self[0]
+        b = self.batch
         return b.done and b.error is not None
 
     @property
     def exception(self) -> BaseException | None:
-        return self[0].error
+        return self.batch.error
 
     @property
     def value(self) -> RecordMetadata | None:
-        b = self[0]
-        return b.metadata(self[1]) if b.done and b.error is None else None
+        b = self.batch
+        return b.metadata(self.index) if b.done and b.error is None else None
 
     def result(self) -> RecordMetadata:
         """The RecordMetadata if done (raising the error if it failed)."""
-        b = self[0]
+        b = self.batch
         if not b.done:
             raise asyncio.InvalidStateError("record not delivered yet")
         return self.get(0)
@@ -223,14 +248,14 @@ class RecordFuture(tuple):
         """Call ``fn(*args, metadata, **kwargs)`` on success. Returns self."""
         if args or kwargs:
             fn = _bind(fn, args, kwargs)
-        self[0].add_callback(self[1], fn, False)
+        self.batch.add_callback(self.index, fn, False)
         return self
 
     def add_errback(self, fn, *args, **kwargs) -> "RecordFuture":
         """Call ``fn(*args, exception, **kwargs)`` on failure. Returns self."""
         if args or kwargs:
             fn = _bind(fn, args, kwargs)
-        self[0].add_callback(self[1], fn, True)
+        self.batch.add_callback(self.index, fn, True)
         return self
 
     def add_both(self, fn, *args, **kwargs) -> "RecordFuture":
@@ -238,15 +263,15 @@ class RecordFuture(tuple):
         return self.add_errback(fn, *args, **kwargs)
 
     def __await__(self):
-        b = self[0]
+        b = self.batch
         if not b.done:
             yield from b.async_done().__await__()
         return self.get(0)
 
     def __repr__(self) -> str:
-        b = self[0]
+        b = self.batch
         state = "pending" if not b.done else ("failed" if b.error else "done")
-        return f"<RecordFuture {b.topic}/{b.partition} #{self[1]} {state}>"
+        return f"<RecordFuture {b.topic}/{b.partition} #{self.index} {state}>"
 
 
 def _bind(fn, args, kwargs):
@@ -255,7 +280,8 @@ def _bind(fn, args, kwargs):
     return bound
 
 
-_new_future = tuple.__new__
+_new_future = object.__new__
+_CLOSED = 1 << 62
 
 
 class RecordAccumulator:
@@ -282,12 +308,16 @@ class RecordAccumulator:
         self.wakeup: Callable[[], None] = lambda: None
         self.block_in_thread: Callable[[], bool] = lambda: True
         self._lock = threading.Lock()
+        self._acquire = self._lock.acquire
+        self._release = self._lock.release
         self._room = threading.Condition(self._lock)
         self._open: dict[tuple[str, int], ProducerBatch] = {}
         self._sealed: collections.deque[ProducerBatch] = collections.deque()
         self._incomplete: set[ProducerBatch] = set()
         self._async_room_waiters: list[asyncio.Future] = []
-        self._used = 0
+        # buffer_memory minus the bytes of incomplete records; pushed far below
+        # zero by close(), so the hot path tests room and closed in one compare
+        self._free = buffer_memory
         self._signalled = False
         self.closed = False
 
@@ -316,8 +346,12 @@ class RecordAccumulator:
                 f"the record is {size + BATCH_OVERHEAD} bytes, over buffer_memory={self.buffer_memory}"
             )
 
+    @property
+    def _used(self) -> int:
+        return self.buffer_memory - (self._free + _CLOSED if self.closed else self._free)
+
     def has_room(self, size: int) -> bool:
-        return self._used + size <= self.buffer_memory or self._used == 0
+        return size <= self._free or self._used == 0
 
     def append(self, topic: str, partition: int, key, value, timestamp_ms, headers,
                max_block: float = 0.0) -> RecordFuture:
@@ -327,64 +361,55 @@ class RecordAccumulator:
         raises FerryTimeoutError. Raises MessageTooLargeError for a record that
         can never fit, IllegalStateError once closed.
         """
-        size = RECORD_OVERHEAD
-        if value is not None:
-            size += len(value)
+        # The hot path: keep it to list appends and integer sums.
+        size = RECORD_OVERHEAD if value is None else RECORD_OVERHEAD + len(value)
         if key is not None:
             size += len(key)
         if headers:
             size = self.record_size(key, value, headers)
         if size > self._size_limit:
             self.check_size(size)
-        wake = False
-        with self._lock:
-            if self.closed:
-                raise IllegalStateError("the producer is closed")
-            if self._used + size > self.buffer_memory and self._used:
-                self._wait_for_room(size, max_block)
-            tp = (topic, partition)
-            b = self._open.get(tp)
-            if b is not None and b.size + size > self.batch_size and b.values:
-                self._seal(tp, b)
-                wake = True
-                b = None
-            if b is None:
-                b = self._open[tp] = ProducerBatch(topic, partition, self.clock())
-                self._incomplete.add(b)
-                wake = True
+        self._acquire()
+        try:
+            if size > self._free:
+                if self.closed:
+                    raise IllegalStateError("the producer is closed")
+                if self._used:
+                    self._wait_for_room(size, max_block)
+            b = self._open.get((topic, partition))
+            if b is None or size > b.room and b.values:
+                b = self._new_batch(topic, partition, b)
             values = b.values
             index = len(values)
             values.append(value)
-            if key is not None:
-                if b.keys is None:
-                    b.keys = [None] * index
-                b.keys.append(key)
-            elif b.keys is not None:
-                b.keys.append(None)
-            if timestamp_ms is not None:
-                if b.timestamps is None:
-                    b.timestamps = [b.timestamp] * index
-                b.timestamps.append(timestamp_ms)
-            elif b.timestamps is not None:
-                b.timestamps.append(b.timestamp)
-            if headers:
-                if b.headers is None:
-                    b.headers = [None] * index
-                b.headers.append(headers)
-            elif b.headers is not None:
-                b.headers.append(None)
-            b.size += size
-            self._used += size
-            if b.size >= self.batch_size:
-                self._seal(tp, b)
-                wake = True
-            if wake and not self._signalled:
-                self._signalled = True
-            else:
-                wake = False
-        if wake:
+            if key is not None or timestamp_ms is not None or headers or not b.plain:
+                b.add_extras(index, key, timestamp_ms, headers)
+            room = b.room = b.room - size
+            self._free -= size
+            if room <= 0:
+                self._seal((topic, partition), b)
+                self._signal()
+        finally:
+            self._release()
+        fut = _new_future(RecordFuture)
+        fut.batch = b
+        fut.index = index
+        return fut
+
+    def _new_batch(self, topic: str, partition: int, full: "ProducerBatch | None") -> "ProducerBatch":
+        # called with the lock held
+        if full is not None:
+            self._seal((topic, partition), full)
+        b = self._open[(topic, partition)] = ProducerBatch(topic, partition, self.clock(), self.batch_size)
+        self._incomplete.add(b)
+        self._signal()
+        return b
+
+    def _signal(self) -> None:
+        # at most one wakeup per drain: a busy producer makes no cross-thread call per batch
+        if not self._signalled:
+            self._signalled = True
             self.wakeup()
-        return _new_future(RecordFuture, (b, index))
 
     def _wait_for_room(self, size: int, max_block: float) -> None:
         # called with the lock held; the Condition releases it while waiting
@@ -478,7 +503,7 @@ class RecordAccumulator:
         with self._lock:
             if b in self._incomplete:
                 self._incomplete.discard(b)
-                self._used -= b.size - BATCH_OVERHEAD
+                self._free += b.capacity - b.room
                 self._room.notify_all()
         b.complete(base_offset, log_append_time, error)
         waiters, self._async_room_waiters = self._async_room_waiters, []
@@ -493,7 +518,9 @@ class RecordAccumulator:
     def close(self) -> None:
         """Refuse new records and wake blocked senders."""
         with self._lock:
-            self.closed = True
+            if not self.closed:
+                self.closed = True
+                self._free -= _CLOSED
             self._room.notify_all()
         for fut in self._async_room_waiters:
             if not fut.done():

@@ -217,6 +217,7 @@ class AsyncConnection(asyncio.Protocol):
             timer.cancel()
             if not fut.done():
                 fut.set_exception(NetworkError(exc_text))
+                fut.exception()  # a waiter gone (cancelled) must not leave a log line
         if not self._handshake.done():
             self._handshake.set_exception(NetworkError(exc_text))
             self._handshake.exception()  # read, so an unawaited one is not logged

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from functools import partial
 from typing import Any, Callable, Iterable
 
@@ -344,7 +344,8 @@ class Sender:
     async def _send_ready(self, batches: list[ProducerBatch]) -> None:
         meta = self.cluster.metadata
         now = time.monotonic()
-        by_node: dict[int, list[ProducerBatch]] = defaultdict(list)
+        # node -> partition -> its batches, oldest first
+        by_node: dict[int, dict[tuple[str, int], deque[ProducerBatch]]] = defaultdict(dict)
         no_leader: list[ProducerBatch] = []
         for b in batches:
             tp = (b.topic, b.partition)
@@ -358,34 +359,34 @@ class Sender:
             leader = meta.leader_for(b.topic, b.partition)
             if leader is None:
                 no_leader.append(b)
-            else:
-                by_node[leader].append(b)
+                continue
+            queues = by_node[leader]
+            q = queues.get(tp)
+            if q is None:
+                q = queues[tp] = deque()
+            q.append(b)
         if no_leader:
             self.cluster.request_update()
             self._hold(no_leader)
-        for node, node_batches in by_node.items():
-            while node_batches:
-                group, node_batches = self._take_request(node_batches)
-                await self._send_request(node, group)
+        for node, queues in by_node.items():
+            while queues:
+                await self._send_request(node, self._take_request(queues))
 
-    def _take_request(self, batches: list[ProducerBatch]) -> tuple[list, list]:
-        """A request's worth: one batch per partition, at most max_request_size bytes."""
+    def _take_request(self, queues: dict[tuple[str, int], deque]) -> list[ProducerBatch]:
+        """A request's worth: the oldest batch of each partition, up to max_request_size
+        bytes (at least one batch). Emptied queues are removed."""
         group: list[ProducerBatch] = []
-        rest: list[ProducerBatch] = []
-        seen: set[tuple[str, int]] = set()
-        deferred: set[tuple[str, int]] = set()
         total = 0
-        for b in batches:
-            tp = (b.topic, b.partition)
-            data = b.encode(self.compression)
-            if tp in seen or tp in deferred or (group and total + len(data) > self.max_request_size):
-                rest.append(b)
-                deferred.add(tp)
-                continue
-            seen.add(tp)
-            group.append(b)
+        for tp in list(queues):
+            q = queues[tp]
+            data = q[0].encode(self.compression)
+            if group and total + len(data) > self.max_request_size:
+                break
+            group.append(q.popleft())
             total += len(data)
-        return group, rest
+            if not q:
+                del queues[tp]
+        return group
 
     def _semaphore(self, node: int) -> asyncio.Semaphore:
         sem = self._semaphores.get(node)
