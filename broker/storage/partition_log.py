@@ -182,13 +182,13 @@ class PartitionLog:
         config = self._config
         max_size = config.max_message_bytes
         now_ms = int(self._clock() * 1000)
-        stamp = now_ms if config.log_append_time else NO_TIMESTAMP
+        stamp = now_ms if config.message_timestamp_type == "LogAppendTime" else NO_TIMESTAMP
         # Offsets do not depend on a roll (a new segment starts at the log end offset),
-        # so one pass checks, patches and lists the batches before anything is written.
-        first = offset = self._segments[-1].next_offset
+        # so one pass checks and patches the batches before anything is written.
+        seg = self._segments[-1]
+        first = offset = seg.next_offset
         expected_pos = 0
         records = 0
-        entries = []
         for pos, h in batches:
             size = h.batch_length + LOG_OVERHEAD
             if size > max_size:
@@ -199,14 +199,12 @@ class PartitionLog:
                 raise CorruptMessageError("batches do not cover the data back to back")
             patch_base_offset(view, pos, offset)
             patch_log_append_time(view, pos, stamp)
-            entries.append((pos, offset, size, h.max_timestamp if stamp == NO_TIMESTAMP else stamp))
             offset += h.last_offset_delta + 1
             records += h.record_count
             expected_pos = pos + size
-        if expected_pos != len(view) or not entries:
+        if expected_pos != len(view) or not batches:
             raise CorruptMessageError("batches do not cover the data back to back")
 
-        seg = self._segments[-1]
         started = seg.rolling_timestamp_ms
         if seg.size and (
             seg.size + expected_pos > config.segment_bytes
@@ -216,7 +214,7 @@ class PartitionLog:
             seg = self._roll_for(offset - first)
         previous_size = seg.size
         try:
-            seg.append(view, entries, offset, now_ms)
+            seg.append(view, batches, first, offset, stamp, now_ms)
         except OSError as exc:
             self._undo_write(seg, previous_size, exc)
         self._appended_messages += records

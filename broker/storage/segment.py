@@ -36,7 +36,7 @@ import logging
 import os
 from pathlib import Path
 
-from protocol.batch import BatchHeader
+from protocol.batch import LOG_OVERHEAD, BatchHeader
 from protocol.errors import CorruptMessageError
 
 from . import fsio, paths
@@ -232,32 +232,43 @@ class Segment:
             self._bytes_since_index = 0
         self._bytes_since_index += size
 
-    def append(self, data, batches: list[tuple[int, int, int, int]], next_offset: int, now_ms: int) -> None:
-        """Write ``data`` (whole batches) at the end with one os.write loop, then index it.
+    def append(
+        self,
+        data,
+        batches: list[tuple[int, BatchHeader]],
+        first_offset: int,
+        next_offset: int,
+        append_time: int,
+        now_ms: int,
+    ) -> None:
+        """Write ``data`` (whole batches, offsets patched) at the end with one os.write loop.
 
-        ``batches`` holds (position in data, base offset, size, timestamp) per
-        batch. Nothing in memory changes unless every byte was written; on
-        OSError the file may hold a partial write that the caller must cut
-        with ``truncate_file(previous size)``.
+        ``batches`` are the (position in data, header) of its batches, the first
+        given ``first_offset``; ``append_time`` is their stamp or -1. Nothing in
+        memory changes unless every byte was written; on OSError the file may
+        hold a partial write that the caller must cut with
+        ``truncate_file(previous size)``.
         """
         start = self.size
-        fd = self.file.fileno()
+        fd = (self._file or self.file).fileno()
         written = os.write(fd, data)
         if written != len(data):
             fsio.write_all(fd, data[written:])
         interval = self.index_interval_bytes
         since = self._bytes_since_index
-        for pos, base, size, ts in batches:
+        base = first_offset
+        for pos, h in batches:
             # _account, inlined: this runs once per appended batch
+            ts = h.max_timestamp if append_time == NO_TIMESTAMP else append_time
             if ts > self.max_timestamp:
                 self.max_timestamp = ts
                 self.offset_of_max_timestamp = base
             if since >= interval:
                 self.index.append(base, start + pos)
-                if self.max_timestamp > self.timeindex.last_timestamp:
-                    self.timeindex.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
+                self.timeindex.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
                 since = 0
-            since += size
+            since += h.batch_length + LOG_OVERHEAD
+            base += h.last_offset_delta + 1
         self._bytes_since_index = since
         self.size = start + len(data)
         self.next_offset = next_offset

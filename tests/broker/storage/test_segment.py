@@ -2,7 +2,7 @@ import os
 
 from broker.storage import paths
 from broker.storage.segment import Segment
-from protocol.batch import decode, patch_base_offset
+from protocol.batch import decode, patch_base_offset, split_batches
 
 from .helpers import make_batch, values_for
 
@@ -16,7 +16,7 @@ def fill(directory, n=30, interval=100, size=20):
         batch = make_batch(values_for(i, i % 3 + 1, size), timestamp=10_000 + i * 10)
         patch_base_offset(batch, 0, offset)
         count = i % 3 + 1
-        seg.append(batch, [(0, offset, len(batch), 10_000 + i * 10)], offset + count, 0)
+        seg.append(batch, split_batches(batch), offset, offset + count, -1, 0)
         written.append((offset, offset + count, 10_000 + i * 10))
         offset += count
     return seg, written
