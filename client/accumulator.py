@@ -324,13 +324,21 @@ class RecordAccumulator:
     # ------------------------------------------------------------ appending
 
     def record_size(self, key, value, headers) -> int:
+        """Estimated bytes of one record. Raises TypeError for malformed headers,
+        which would otherwise make the whole batch unreadable to consumers."""
         size = RECORD_OVERHEAD
         if value is not None:
             size += len(value)
         if key is not None:
             size += len(key)
         if headers:
-            for name, hv in headers:
+            for pair in headers:
+                try:
+                    name, hv = pair
+                except (TypeError, ValueError):
+                    raise TypeError(f"a header must be a (str, bytes) pair, not {pair!r}") from None
+                if type(name) is not str or not (hv is None or type(hv) is bytes):
+                    raise TypeError(f"a header must be a (str, bytes or None) pair, not {pair!r}")
                 size += len(name) + (len(hv) if hv is not None else 0) + 4
         return size
 

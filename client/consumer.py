@@ -54,6 +54,8 @@ class AsyncConsumer:
     ) -> None:
         if isolation_level not in ISOLATION_LEVELS:
             raise ValueError("isolation_level must be 'read_uncommitted' or 'read_committed'")
+        if len(topics) == 1 and isinstance(topics[0], (list, tuple, set, frozenset)):
+            topics = tuple(topics[0])  # Consumer(["a", "b"]) as well as Consumer("a", "b")
         self.group_id = group_id
         self.client_id = client_id or "ferry-consumer"
         self._initial_topics = list(topics)
@@ -259,6 +261,11 @@ class AsyncConsumer:
         if not self._started:
             raise IllegalStateError("call await start() first")
 
+    def _check_reading(self) -> None:
+        if not self._subs.assignment and not self._subs.subscribed and not self._subs.manual:
+            raise IllegalStateError("nothing to read: call subscribe() or assign() first")
+        self._check_positions()
+
     def _check_positions(self) -> None:
         if self._subs.default_reset is None:
             for tp, st in self._subs.assignment.items():
@@ -283,7 +290,7 @@ class AsyncConsumer:
             recs = buf.take(max_records, wanted)
             if recs:
                 return recs
-            self._check_positions()
+            self._check_reading()
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._closed:
                 return {}
@@ -308,7 +315,7 @@ class AsyncConsumer:
             buf.arm()
             chunk = buf.next_chunk()
             if chunk is None:
-                self._check_positions()
+                self._check_reading()
                 await buf.wait(None)
                 continue
             it = chunk.iterate()

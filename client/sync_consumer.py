@@ -103,7 +103,7 @@ class Consumer:
             buf.arm()
             chunk = buf.next_chunk()
             if chunk is None:
-                self._ac._check_positions()
+                self._ac._check_reading()
                 now = time.monotonic()
                 if deadline is None:
                     deadline = now + timeout
@@ -132,7 +132,7 @@ class Consumer:
             recs = buf.take(max_records)
             if recs:
                 return recs
-            self._ac._check_positions()
+            self._ac._check_reading()
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._closed:
                 return {}

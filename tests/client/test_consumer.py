@@ -273,3 +273,20 @@ def test_produce_then_consume_round_trip(fake):
     for r in records:
         assert r.key == b"%d" % (int(r.value) % 7)
         assert list(r.headers) == ([("i", r.value)] if int(r.value) % 2 else [])
+
+
+def test_topics_may_be_given_as_a_list(fake):
+    fill(fake, "l1", [[b"1"]])
+    fill(fake, "l2", [[b"2"]])
+    with Consumer(["l1", "l2"], bootstrap_servers=fake.bootstrap, auto_offset_reset="earliest",
+                  consumer_timeout_ms=300) as c:
+        assert c.subscription() == {"l1", "l2"}
+        assert sorted(r.value for r in c) == [b"1", b"2"]
+
+
+def test_reading_without_subscription_is_an_error(fake):
+    with consumer(fake) as c:
+        with pytest.raises(IllegalStateError, match="subscribe"):
+            c.poll()
+        with pytest.raises(IllegalStateError, match="subscribe"):
+            next(iter(c))

@@ -336,3 +336,12 @@ def test_async_producer_waits_for_room():
             assert (await (await second)).offset == 1
         await fb.stop()
     run(main())
+
+
+def test_malformed_headers_are_refused_at_send(fake):
+    with Producer(bootstrap_servers=fake.bootstrap) as producer:
+        with pytest.raises(TypeError, match="header"):
+            producer.send("hdr", b"v", headers=[("k", "not bytes")])
+        with pytest.raises(TypeError, match="header"):
+            producer.send("hdr", b"v", headers=[("just-a-name",)])
+        producer.send("hdr", b"v", headers=[("k", None)]).get(5)
