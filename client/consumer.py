@@ -9,7 +9,6 @@ while a subscribed topic does not exist the cluster polls for it every
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Callable, Iterable
 

@@ -16,7 +16,7 @@ This module adds what only the client can detect::
 from __future__ import annotations
 
 from protocol.errors import *  # noqa: F401,F403  (re-export the broker error classes)
-from protocol.errors import ApiError, FerryError, NetworkError, RetriableError  # noqa: F401
+from protocol.errors import FerryError
 
 
 class ClientError(FerryError):

@@ -1,6 +1,5 @@
 """Consumers against the in-memory fake broker."""
 
-import asyncio
 import time
 
 import pytest

@@ -6,7 +6,6 @@ that kill or restart it use the function-scoped ``broker`` fixture.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 import uuid
