@@ -40,7 +40,9 @@ class TopicMetadata:
     def save(self, data_dir: Path) -> None:
         """Write the file atomically (temp, fsync, rename, fsync dir). Raises OSError."""
         directory = paths.topics_dir(data_dir)
-        directory.mkdir(exist_ok=True)
+        if not directory.is_dir():
+            directory.mkdir()
+            fsio.fsync_dir(data_dir)
         doc = {"name": self.name, "partitions": self.partitions, "config": dict(self.overrides)}
         data = json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
         fsio.atomic_write(paths.metadata_file(data_dir, self.name), data)

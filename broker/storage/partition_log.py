@@ -251,7 +251,6 @@ class PartitionLog:
         try:
             old.finalize()
             new = Segment.create(self.directory, old.next_offset, self._config.index_interval_bytes)
-            old.release_file()
         except OSError as exc:
             cls = DiskFullError if exc.errno in _DISK_FULL else LogWriteError
             raise cls(f"cannot roll {self.directory}: {exc}") from exc
@@ -260,6 +259,7 @@ class PartitionLog:
             self._bases.append(new.base_offset)
             self._unflushed.append(old)
             self._dir_dirty = True
+            old.release_file()
         return new
 
     # -- read ------------------------------------------------------------------
@@ -368,7 +368,10 @@ class PartitionLog:
             self._dir_dirty = False
             appended = self._appended_messages
             active = self._segments[-1]
-            fds = [os.dup(active.fd)] if active not in rolled else []
+            # Hold the file object while dup'ing: without a reference it could be closed
+            # (and its fd number reused) between fileno() and dup().
+            file = active.file
+            fds = [os.dup(file.fileno())] if active not in rolled else []
         try:
             for fd in fds:
                 os.fsync(fd)

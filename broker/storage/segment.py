@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 from protocol.batch import LOG_OVERHEAD, BatchHeader
@@ -52,6 +53,7 @@ from .sparse_index import IndexMismatch
 from .time_index import TimeIndex
 
 log = logging.getLogger(__name__)
+_REOPEN_LOCK = threading.Lock()
 
 NO_TIMESTAMP = -1
 
@@ -203,7 +205,12 @@ class Segment:
         """The open ``.log`` (reopened on demand after ``release_file``)."""
         f = self._file
         if f is None:
-            f = self._file = fsio.SegmentFile(self.log_path)
+            # flush() may get here from its thread too; a second open must not replace
+            # (and so close) a file object the other thread is using.
+            with _REOPEN_LOCK:
+                f = self._file
+                if f is None:
+                    f = self._file = fsio.SegmentFile(self.log_path)
         return f
 
     @property
@@ -250,7 +257,8 @@ class Segment:
         ``truncate_file(previous size)``.
         """
         start = self.size
-        fd = (self._file or self.file).fileno()
+        file = self._file or self.file  # held: the fd stays valid through the write
+        fd = file.fileno()
         written = os.write(fd, data)
         if written != len(data):
             fsio.write_all(fd, data[written:])

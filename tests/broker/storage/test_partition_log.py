@@ -359,7 +359,7 @@ def test_flush_runs_beside_appends(tmp_path):
     thread = threading.Thread(target=flusher)
     thread.start()
     try:
-        expected = append_n(log, 200)
+        expected = append_n(log, 500)
     finally:
         stop.set()
         thread.join(timeout=10)
