@@ -238,6 +238,14 @@ class RecordFuture:
         self.add_callback(fn, *args, **kwargs)
         return self.add_errback(fn, *args, **kwargs)
 
+    def add_done_callback(self, fn) -> None:
+        """asyncio style: ``fn(self)`` once done, either way."""
+        self.batch.add_callback(self.index, lambda _: fn(self), False)
+        self.batch.add_callback(self.index, lambda _: fn(self), True)
+
+    def cancelled(self) -> bool:
+        return False
+
     def __await__(self):
         b = self.batch
         if not b.done:

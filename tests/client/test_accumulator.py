@@ -231,3 +231,17 @@ def test_fail_all_fails_open_and_sealed_batches():
     b = acc.append("t", 1, None, b"v", None, None)
     acc.fail_all(IllegalStateError("closed"))
     assert a.failed() and b.failed() and acc.buffered_bytes == 0
+
+
+def test_asyncio_style_done_callback():
+    acc, _ = make()
+    ok = acc.append("t", 0, None, b"v", None, None)
+    seen = []
+    ok.add_done_callback(seen.append)
+    assert seen == [] and not ok.cancelled()
+    acc.completed(ok.batch, base_offset=3)
+    assert seen == [ok] and ok.result().offset == 3
+    bad = acc.append("t", 1, None, b"v", None, None)
+    acc.completed(bad.batch, error=NotLeaderOrFollowerError())
+    bad.add_done_callback(seen.append)
+    assert seen == [ok, bad]
