@@ -11,12 +11,30 @@ its metadata (auto-creating it), for at most max_block_ms.
 
 from __future__ import annotations
 
+import atexit
+import logging
+import weakref
 from typing import Any, Callable, Iterable
 
 from .accumulator import RecordFuture
 from .background import LoopThread
 from .errors import IllegalStateError
 from .producer import AsyncProducer, to_bytes
+
+
+log = logging.getLogger(__name__)
+
+EXIT_TIMEOUT = 5.0  # seconds an unclosed producer gets at interpreter exit
+_open_producers: "weakref.WeakSet[Producer]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    for producer in list(_open_producers):
+        try:
+            producer.close(EXIT_TIMEOUT)
+        except Exception as exc:  # exiting anyway: say what was lost, do not raise
+            log.warning("closing a producer at exit failed: %s", exc)
 
 
 async def _start_producer(configs: dict) -> AsyncProducer:
@@ -34,7 +52,8 @@ class Producer:
 
     Connects on construction (NoBrokersAvailable if no bootstrap server
     answers within request_timeout_ms). Use as a context manager, or call
-    ``close()``, so buffered records are delivered.
+    ``close()``, so buffered records are delivered; a producer still open at
+    interpreter exit gets EXIT_TIMEOUT seconds to deliver them.
     """
 
     def __init__(
@@ -76,6 +95,7 @@ class Producer:
         self._append = ap._accumulator.append
         self._max_block = max_block_ms / 1000
         self._plain = key_serializer is None and value_serializer is None and partitioner is None
+        _open_producers.add(self)
 
     def send(self, topic: str, value=None, key=None, partition: int | None = None,
              timestamp_ms: int | None = None, headers=None) -> RecordFuture:
@@ -128,6 +148,7 @@ class Producer:
         if self._closed:
             return
         self._closed = True
+        _open_producers.discard(self)
         try:
             self._thread.run(self._ap.stop(timeout))
         finally:

@@ -1,7 +1,11 @@
 """Producers against the in-memory fake broker: batching, retries, errors."""
 
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -345,3 +349,16 @@ def test_malformed_headers_are_refused_at_send(fake):
         with pytest.raises(TypeError, match="header"):
             producer.send("hdr", b"v", headers=[("just-a-name",)])
         producer.send("hdr", b"v", headers=[("k", None)]).get(5)
+
+
+def test_unclosed_producer_delivers_at_interpreter_exit(fake, tmp_path):
+    script = tmp_path / "forgetful.py"
+    script.write_text(
+        "from client import Producer\n"
+        f"p = Producer(bootstrap_servers={fake.bootstrap!r}, linger_ms=60000)\n"
+        "p.send('exit', b'bye', partition=0)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, str(script)], cwd=root, timeout=20, check=True,
+                   env={**os.environ, "PYTHONPATH": str(root)})
+    assert stored_values(fake.broker, "exit", 0) == [b"bye"]
