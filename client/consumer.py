@@ -16,7 +16,7 @@ from protocol.messages import EARLIEST, LATEST
 
 from .cluster import Cluster
 from .errors import IllegalStateError, NoOffsetForPartitionError
-from .fetcher import Fetcher
+from .fetcher import Fetcher, refine_to_records
 from .record_buffer import RecordBuffer
 from .structs import OffsetAndTimestamp, TopicPartition
 from .subscription import SubscriptionState
@@ -221,7 +221,9 @@ class AsyncConsumer:
         for ts in timestamps.values():
             if not isinstance(ts, int) or ts < 0:
                 raise ValueError(f"timestamps must be non-negative ms, not {ts!r}")
-        found = await self._fetcher.list_offsets({TopicPartition(*tp): ts for tp, ts in timestamps.items()})
+        targets = {TopicPartition(*tp): ts for tp, ts in timestamps.items()}
+        found = await self._fetcher.list_offsets(targets)
+        found = await refine_to_records(self.cluster, found, targets, self._request_timeout)
         return {
             tp: (OffsetAndTimestamp(off, ts) if off >= 0 else None)
             for tp, (off, ts) in found.items()

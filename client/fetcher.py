@@ -344,3 +344,42 @@ class Fetcher:
             self.cluster, timestamps, self.request_timeout if timeout is None else timeout,
             self.retry_backoff,
         )
+
+
+async def refine_to_records(
+    cluster: Cluster,
+    found: dict[TopicPartition, tuple[int, int]],
+    targets: dict[TopicPartition, int],
+    timeout: float,
+) -> dict[TopicPartition, tuple[int, int]]:
+    """Narrow time lookups from the batch the broker names to the record.
+
+    The broker answers a time lookup with the base offset and max timestamp of
+    the first *batch* reaching the time; Kafka's consumers promise the first
+    *record* at or after it. This fetches that one batch per partition and
+    picks the record. Partitions it cannot refine keep the broker's answer.
+    """
+    out = dict(found)
+    for tp, (offset, _) in found.items():
+        target = targets.get(tp, -1)
+        if offset < 0 or target < 0:
+            continue
+        leader = cluster.metadata.leader_for(tp.topic, tp.partition)
+        if leader is None:
+            continue
+        # max_bytes=1: the broker still returns the first batch whole
+        request = FetchRequest(max_wait_ms=0, min_bytes=0, partitions=(
+            FetchPartition(tp.topic, tp.partition, offset, max_bytes=1),))
+        try:
+            resp = await cluster.send(leader, request, timeout)
+            (part,) = resp.partitions
+            if part.error_code:
+                continue
+            records, _, _ = decode_records(tp.topic, tp.partition, part.records, offset)
+        except (ApiError, NoBrokersAvailable, ValueError):
+            continue
+        for r in records:
+            if r.timestamp >= target:
+                out[tp] = (r.offset, r.timestamp)
+                break
+    return out

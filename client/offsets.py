@@ -85,3 +85,4 @@ async def list_offsets(
             except (NetworkError, NoBrokersAvailable, RetriableError) as exc:
                 last = exc
     return result
+
