@@ -26,6 +26,7 @@ from .errors import (
     NoOffsetForPartitionError,
 )
 from .producer import AsyncProducer
+from .producer_batch import RecordFuture
 from .structs import (
     ConsumerRecord,
     NewTopic,
@@ -55,6 +56,7 @@ __all__ = [
     "OffsetAndTimestamp",
     "PartitionDescription",
     "Producer",
+    "RecordFuture",
     "RecordMetadata",
     "TopicDescription",
     "TopicPartition",
