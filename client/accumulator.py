@@ -11,8 +11,8 @@ whose records all take the default (no key, the batch's timestamp, no headers)
 stays ``None`` and is backfilled only when a record first needs it.
 
 A batch is *sealed* when adding a record would take it past ``batch_size``
-bytes (estimated: key + value + headers + RECORD_OVERHEAD per record), when it
-reaches it, or ``linger_ms`` after its first record (the sender calls
+bytes (estimated: key + value + headers + RECORD_OVERHEAD per record), when
+another record of the same size would, or ``linger_ms`` after its first record (the sender calls
 ``drain``, which seals lingered batches). Sealed batches wait in a queue, in
 seal order, for the sender, which encodes each with ``protocol.batch
 .build_batch`` (one msgpack call per batch) and, when the broker answers,
@@ -158,7 +158,10 @@ class RecordAccumulator:
                 b.add_extras(index, key, timestamp_ms, headers)
             room = b.room = b.room - size
             self._free -= size
-            if room <= 0:
+            # Seal when the next record like this one would not fit: then a
+            # full batch moves the sticky partition on without leaving a
+            # straggler behind in a fresh batch of the old partition.
+            if room < size:
                 self._seal((topic, partition), b)
                 self._signal()
         finally:

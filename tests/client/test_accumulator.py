@@ -52,9 +52,17 @@ def test_batch_is_sealed_at_batch_size():
 
 def test_a_record_that_would_overflow_starts_a_new_batch():
     acc, _ = make(batch_size=BATCH_OVERHEAD + 300, linger_ms=10_000)
-    a = acc.append("t", 0, None, b"a" * 200, None, None)
-    b = acc.append("t", 0, None, b"b" * 200, None, None)
-    assert a.batch is not b.batch and a.batch.sealed and not b.batch.sealed
+    a = acc.append("t", 0, None, b"a" * 50, None, None)
+    b = acc.append("t", 0, None, b"b" * 260, None, None)
+    assert a.batch is not b.batch and a.batch.sealed and len(a.batch) == 1
+
+
+def test_a_batch_is_sealed_when_the_next_record_alike_would_not_fit():
+    acc, _ = make(batch_size=BATCH_OVERHEAD + 250, linger_ms=10_000)
+    a = acc.append("t", 0, None, b"a" * 92, None, None)  # 100 of 250 bytes
+    assert not a.batch.sealed
+    acc.append("t", 0, None, b"a" * 92, None, None)  # 200: a third would not fit
+    assert a.batch.sealed and len(a.batch) == 2
 
 
 def test_partitions_get_their_own_batches_and_wakeup_is_called_once_until_drained():

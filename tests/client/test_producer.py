@@ -362,3 +362,18 @@ def test_unclosed_producer_delivers_at_interpreter_exit(fake, tmp_path):
     subprocess.run([sys.executable, str(script)], cwd=root, timeout=20, check=True,
                    env={**os.environ, "PYTHONPATH": str(root)})
     assert stored_values(fake.broker, "exit", 0) == [b"bye"]
+
+
+def test_sticky_batches_fill_up_before_moving_on(fake):
+    from client.accumulator import BATCH_OVERHEAD, RECORD_OVERHEAD
+
+    batch_size = 16384
+    per_batch = (batch_size - BATCH_OVERHEAD) // (100 + RECORD_OVERHEAD)
+    with Producer(bootstrap_servers=fake.bootstrap, batch_size=batch_size, linger_ms=60_000) as producer:
+        for _ in range(20 * per_batch):
+            producer.send("fill", b"x" * 100)
+        producer.flush(10)
+    sizes = [batchcodec.parse_header(b).record_count
+             for p in range(3) for b in fake.broker.topics["fill"][p].batches]
+    assert sum(sizes) == 20 * per_batch
+    assert sum(1 for n in sizes if n < per_batch) <= 3  # only what flush() cut short
