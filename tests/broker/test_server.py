@@ -114,8 +114,8 @@ def test_acks_all_is_answered(broker):
 def test_unknown_api_gets_error_response_and_connection_survives(broker):
     with RawClient(broker.host, broker.port) as c:
         header = b"\x80"  # empty msgpack map
-        frame = FRAME_HEADER.pack(FRAME_HEADER.size - 4 + len(header), 11, 0, 0, 99, len(header)) + header
-        c.conn._pending[99] = 11  # the raw frame bypassed the client Connection's bookkeeping
+        frame = FRAME_HEADER.pack(FRAME_HEADER.size - 4 + len(header), 250, 0, 0, 99, len(header)) + header
+        c.conn._pending[99] = 250  # the raw frame bypassed the client Connection's bookkeeping
         c.sock.sendall(frame)
         resp = c.next_event()
         assert isinstance(resp, ErrorResponse)

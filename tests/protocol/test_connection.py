@@ -412,7 +412,7 @@ def test_request_with_flags_set():
 # ------------------------------------------------------------ unsupported requests
 
 
-@pytest.mark.parametrize("api_key, version", [(99, 0), (8, 0), (65535, 0), (3, 1), (0, 65535)])
+@pytest.mark.parametrize("api_key, version", [(99, 0), (250, 0), (65535, 0), (3, 1), (0, 65535)])
 def test_unknown_api_key_or_version_is_an_event(api_key, version):
     client, server = ready_pair()
     server.receive_data(raw_frame(api_key, {"whatever": 1}, b"data", version=version, cid=77))
