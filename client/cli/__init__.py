@@ -19,6 +19,7 @@ _LAZY = {
     "topic": ("client.cli.topic", "topic"),
     "produce": ("client.cli.produce", "produce"),
     "consume": ("client.cli.consume", "consume"),
+    "perf": ("client.cli.perf", "perf"),
 }
 
 
