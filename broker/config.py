@@ -49,6 +49,11 @@ class BrokerConfig:
     max_connections: int = _opt(10000, "Connections accepted at once; more are closed at accept.")
     max_inflight_requests: int = _opt(64, "Requests a connection may have in progress before the broker stops reading from it.")
     shutdown_timeout_ms: int = _opt(10000, "How long a graceful shutdown waits for requests in progress.")
+    group_min_session_timeout_ms: int = _opt(6000, "Shortest session timeout a consumer group member may ask for.")
+    group_max_session_timeout_ms: int = _opt(1800000, "Longest session timeout a consumer group member may ask for.")
+    group_initial_rebalance_delay_ms: int = _opt(300, "How long the first rebalance of an empty group waits for more members; each new member extends the wait (0: no wait).")
+    offsets_retention_minutes: int = _opt(10080, "Committed offsets of a group with no members are deleted this long after it became empty.")
+    offsets_retention_check_interval_ms: int = _opt(600000, "How often the broker looks for expired committed offsets.")
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -62,6 +67,14 @@ class BrokerConfig:
         for name in ("max_connections", "max_inflight_requests", "max_message_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        for name in ("group_min_session_timeout_ms", "offsets_retention_minutes",
+                     "offsets_retention_check_interval_ms"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if self.group_max_session_timeout_ms < self.group_min_session_timeout_ms:
+            raise ConfigError("group_max_session_timeout_ms must not be below group_min_session_timeout_ms")
+        if self.group_initial_rebalance_delay_ms < 0:
+            raise ConfigError("group_initial_rebalance_delay_ms must not be negative")
 
     @property
     def advertised(self) -> str:

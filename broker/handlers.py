@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, NamedTuple
 
 from protocol import batch as batchfmt
 from protocol import messages as m
@@ -34,9 +34,19 @@ from .flusher import GroupCommitFlusher
 from .storage import StorageError, TopicStore
 from .waiters import LogWaiters
 
+if TYPE_CHECKING:
+    from .group.handlers import GroupHandlers
+
 log = logging.getLogger("ferry.broker.handlers")
 
 Result = m.Message | Awaitable[m.Message | None] | None
+
+
+class ClientInfo(NamedTuple):
+    """Who sent a request: the client id of its connection's handshake, and its address."""
+
+    client_id: str = ""
+    host: str = ""
 
 
 def error_code(exc: BaseException) -> int:
@@ -58,6 +68,7 @@ class Handlers:
         flusher: GroupCommitFlusher | None = None,
         port: Callable[[], int] | None = None,
         clock: Callable[[], float] = time.time,
+        groups: "GroupHandlers | None" = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -74,9 +85,18 @@ class Handlers:
             m.FetchRequest: self.fetch,
             m.ListOffsetsRequest: self.list_offsets,
         }
+        # The group APIs (broker/group/handlers.py) also take the ClientInfo.
+        self.groups = groups
+        self._group_table = groups.table() if groups is not None else {}
 
-    def handle(self, request: m.Message) -> Result:
-        """The response to ``request``, a coroutine producing it, or None (acks=0)."""
+    def handle(self, request: m.Message, client: ClientInfo | None = None) -> Result:
+        """The response to ``request``, a coroutine producing it, or None (acks=0).
+
+        ``client`` is who sent it; the group APIs record it for each member.
+        """
+        group_api = self._group_table.get(type(request))
+        if group_api is not None:
+            return group_api(request, client or ClientInfo())
         return self._table[type(request)](request)
 
     # ------------------------------------------------------------ topics

@@ -49,7 +49,8 @@ from protocol.messages import Handshake
 
 from .config import BrokerConfig
 from .flusher import GroupCommitFlusher
-from .handlers import Handlers, _Ranges, error_code
+from .group.handlers import GroupHandlers
+from .handlers import ClientInfo, Handlers, _Ranges, error_code
 from .storage import LogConfig, TopicStore
 from .waiters import LogWaiters
 
@@ -64,6 +65,7 @@ class BrokerProtocol(asyncio.Protocol):
         self.conn = Connection(Role.SERVER, max_frame_size=broker.config.max_frame_size)
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
+        self.client = ClientInfo()
         self.slots: collections.deque = collections.deque()
         self.read_paused = False
         self.write_paused = False
@@ -77,6 +79,7 @@ class BrokerProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.client = ClientInfo(host=peer[0] if isinstance(peer, tuple) else str(peer))
         state = self.broker.connections
         if len(state) >= self.broker.config.max_connections:
             log.warning("refusing %s: %d connections open (max_connections)", self.peer, len(state))
@@ -195,11 +198,12 @@ class BrokerProtocol(asyncio.Protocol):
             self.close()
         else:
             log.debug("client %r connected from %s", hs.client_id, self.peer)
+            self.client = self.client._replace(client_id=hs.client_id)
 
     def _dispatch(self, request: m.Message) -> None:
         self.broker.requests_served += 1
         try:
-            result = self.handlers.handle(request)
+            result = self.handlers.handle(request, self.client)
         except ApiError as exc:
             result = ErrorResponse(api_key=request.API_KEY, error_code=int(exc.code),
                                    error_message=str(exc), correlation_id=request.correlation_id)
@@ -313,6 +317,7 @@ class Broker:
         self._stopped = asyncio.Event()
         self._signals = 0
         self._idle = asyncio.Event()
+        self.groups: GroupHandlers | None = None
 
     async def start(self) -> None:
         """Open the data directory, recover the logs, and start listening."""
@@ -321,14 +326,18 @@ class Broker:
         self.store = TopicStore(cfg.data_dir, defaults)
         if not self.store.was_clean:
             log.warning("previous shutdown was not clean: logs recovered")
+        flusher = GroupCommitFlusher()
+        self.groups = GroupHandlers(cfg, self.store, flusher, port=lambda: self.port)
         self.handlers = Handlers(
-            cfg, self.store, waiters=LogWaiters(), flusher=GroupCommitFlusher(), port=lambda: self.port
+            cfg, self.store, waiters=LogWaiters(), flusher=flusher, port=lambda: self.port,
+            groups=self.groups,
         )
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
             lambda: BrokerProtocol(self), cfg.host, cfg.port, reuse_address=True, backlog=1024
         )
         self.port = self.server.sockets[0].getsockname()[1]
+        self.groups.start()
         log.info(
             "Ferry broker ready on %s:%d (data dir %s, %d topic(s))",
             cfg.host, self.port, cfg.data_dir, len(self.store.topics()),
@@ -368,6 +377,7 @@ class Broker:
         server.close()
         for conn in list(self.connections):
             conn.stop_reading()
+        self.groups.close()  # answers JoinGroup/SyncGroup requests still waiting
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.shutdown_timeout_ms / 1000
         while any(c.slots for c in self.connections) and loop.time() < deadline:
