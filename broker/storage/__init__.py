@@ -15,11 +15,13 @@ from .errors import (
     StorageError,
 )
 from .partition_log import PartitionLog
+from .producer_ids import ProducerIds
 from .results import AppendResult, FileRange, ReadResult
 from .topic_store import TopicInfo, TopicStore
 
 __all__ = [
     "LogConfig",
+    "ProducerIds",
     "PartitionLog",
     "FileRange",
     "AppendResult",

@@ -88,6 +88,27 @@ def unlink_durably(path: Path) -> bool:
     return True
 
 
+def remove_files(files: list[Path]) -> None:
+    """Unlink ``files`` (missing ones are fine), then fsync the directories they were in.
+
+    For files already renamed out of the way (``.deleted``): may run on any
+    thread, and may block for a while on large files. Raises OSError.
+    """
+    directories = []
+    for path in files:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            continue
+        if path.parent not in directories:
+            directories.append(path.parent)
+    for directory in directories:
+        try:
+            fsync_dir(directory)
+        except FileNotFoundError:
+            pass  # the partition was deleted meanwhile
+
+
 def remove_tree(path: Path) -> None:
     """Remove a directory and everything in it (missing is fine)."""
     try:

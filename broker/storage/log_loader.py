@@ -5,8 +5,14 @@ Theory of operation
 A partition directory holds segments named by base offset (see ``paths``).
 Loading it:
 
-1. removes leftovers of interrupted operations: temporary files (``*.tmp``)
-   and index files whose ``.log`` is gone;
+1. removes leftovers of interrupted operations: temporary files (``*.tmp``),
+   segment files marked ``.deleted`` (retention or a swap had doomed them),
+   ``.cleaned`` files (a cleaning that never committed; the segments it was
+   replacing are intact), and index files whose ``.log`` is gone;
+   and completes an interrupted swap: a ``<base>.log.swap`` was fsynced
+   before it got that name, so it replaces every segment whose base offset
+   lies in [base, its next offset) (Kafka's rule), and takes its final name;
+   an index ``.swap`` without its ``.log.swap`` is dropped (rebuilt later);
 2. opens the segments in offset order. After an unclean shutdown
    (``recover=True``) the newest segment is fully checked batch by batch;
    any other segment is checked fully only if its index files are missing or
@@ -30,6 +36,8 @@ import os
 from pathlib import Path
 
 from . import paths
+from .batch_reader import MAX_RELATIVE_OFFSET, verified_batches
+from .fsio import fsync_dir
 from .segment import Segment
 
 log = logging.getLogger(__name__)
@@ -66,7 +74,24 @@ def load_segments(directory: Path, index_interval_bytes: int, *, recover: bool) 
 
 
 def _clean_directory(directory: Path) -> list[int]:
-    """Remove leftovers; return the base offsets of the ``.log`` files, sorted."""
+    """Remove leftovers, complete swaps; return the base offsets of the ``.log`` files, sorted."""
+    swaps: dict[int, dict[str, Path]] = {}
+    for entry in directory.iterdir():
+        suffixed = paths.parse_suffixed_segment_file(entry)
+        if suffixed is None:
+            continue
+        base, kind, suffix = suffixed
+        if suffix == paths.SWAP_SUFFIX:
+            swaps.setdefault(base, {})[kind] = entry
+        else:
+            log.info("%s: removing the leftover of an interrupted %s", entry,
+                     "deletion" if suffix == paths.DELETED_SUFFIX else "cleaning")
+            entry.unlink(missing_ok=True)
+    for base in sorted(swaps):
+        _complete_swap(directory, base, swaps[base])
+    if swaps:
+        fsync_dir(directory)
+
     logs: set[int] = set()
     indexes: list[tuple[int, Path]] = []
     for entry in directory.iterdir():
@@ -96,3 +121,37 @@ def _delete_from(directory: Path, bases: list[int]) -> None:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+
+
+def _complete_swap(directory: Path, base: int, files: dict[str, Path]) -> None:
+    """Finish replacing segments with the cleaned segment ``files`` (kind -> ``.swap`` path)."""
+    log_swap = files.get("log")
+    if log_swap is None:
+        for path in files.values():
+            path.unlink(missing_ok=True)
+        return
+    end = base
+    fd = os.open(log_swap, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        for _, h in verified_batches(fd, 0, size, base, base + MAX_RELATIVE_OFFSET):
+            end = h.next_offset
+    finally:
+        os.close(fd)
+    replaced = []
+    for entry in directory.iterdir():
+        parsed = paths.parse_segment_file(entry)
+        if parsed is not None and parsed[1] == "log" and base <= parsed[0] < max(end, base + 1):
+            replaced.append(parsed[0])
+    log.warning(
+        "%s: completing an interrupted cleaning: segment %d replaces %s",
+        directory, base, ", ".join(map(str, sorted(replaced))) or "nothing",
+    )
+    _delete_from(directory, sorted(replaced))
+    final_log, final_index, final_time = paths.segment_files(directory, base)
+    os.replace(log_swap, final_log)
+    for kind, final in (("index", final_index), ("timeindex", final_time)):
+        if kind in files:
+            os.replace(files[kind], final)
+        else:
+            final.unlink(missing_ok=True)  # possibly stale: rebuilt from the log

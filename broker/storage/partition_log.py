@@ -17,13 +17,27 @@ segments, so an append bigger than ``segment.bytes`` makes a segment of its
 own (as in Kafka). A failed write is cut off the file again, and nothing in
 memory changes, so the log stays valid and appendable.
 
+Idempotent producers: before writing, the producer batches of an append are
+checked against the partition's ``ProducerState``; a retried batch is not
+written again but answered with its original offsets (see
+``producer_state``). The state is snapshotted beside the log at each roll
+and at close, and rebuilt at open from the newest snapshot plus the batch
+headers after it.
+
+Retention (``mark_expired_segments``) and the cleaner's swap
+(``replace_segments``) change the segment list from the front or the middle;
+both run on the appending thread and only rename files there, leaving the
+slow unlinking to any thread (``fsio.remove_files``).
+
 Read: an index lookup plus a scan of a few batch headers find the batch
 holding the offset and how many whole batches fit the byte budget; the answer
 is a list of ``FileRange`` for ``os.sendfile``, at least one batch long.
 
-Threads: ``append``, ``read``, ``roll``, ``truncate_to``, ``close`` and
-``delete`` run on one thread (the broker's event loop). ``flush`` may run on
-another at the same time: under a short lock it takes a ``dup`` of the active
+Threads: ``append``, ``read``, ``roll``, ``truncate_to``, ``close``,
+``delete``, ``mark_expired_segments`` and ``replace_segments`` run on one
+thread (the broker's event loop). The cleaner reads closed segments from
+another (``segments()`` and ``generation`` tell it what it read), and
+``flush`` may run on another at the same time: under a short lock it takes a ``dup`` of the active
 segment's fd and the list of segments rolled since the last flush (synced by
 name), and it fsyncs with no lock held, so an append never waits for a disk
 flush.
@@ -33,6 +47,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+import logging
 import os
 import threading
 import time
@@ -55,7 +70,7 @@ from protocol.errors import (
 )
 
 from . import fsio, paths
-from .batch_reader import MAX_RELATIVE_OFFSET
+from .batch_reader import MAX_RELATIVE_OFFSET, batch_timestamp, iter_headers
 from .config import LogConfig
 from .errors import (
     CorruptLogError,
@@ -65,14 +80,18 @@ from .errors import (
     LogReadError,
     LogWriteError,
 )
+from .log_housekeeping import LogHousekeeping
 from .log_loader import load_segments
+from .producer_state import ProducerState, check_sequence_fields, producer_batch
 from .results import AppendResult, FileRange, ReadResult
 from .segment import Segment
+
+log = logging.getLogger(__name__)
 
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
-class PartitionLog:
+class PartitionLog(LogHousekeeping):
     """The log of one partition in ``directory``, opened (or created) on construction.
 
     ``recover=True`` (after an unclean shutdown) checks the newest segment
@@ -109,9 +128,13 @@ class PartitionLog:
         self._appended_messages = 0  # written only by the appending thread
         self._flushed_messages = 0  # written only by flush()
         self.last_flush_ms = int(clock() * 1000)
+        self.first_unflushed_ms: int | None = None  # clock at the first append since a flush
+        self.generation = 0  # bumped by truncate_to: a cleaning that began before is stale
         active = self._segments[-1]
         if active.size and active.rolling_timestamp_ms is None:
             active.rolling_timestamp_ms = self.last_flush_ms
+        self.producers = ProducerState(self.directory)
+        self._load_producer_state()
 
     def __repr__(self) -> str:
         return f"PartitionLog({self.topic!r}, {self.partition}, {self.log_start_offset}..{self.log_end_offset})"
@@ -151,6 +174,17 @@ class PartitionLog:
         """Records appended since the last completed flush (for flush.messages)."""
         return self._appended_messages - self._flushed_messages
 
+    @property
+    def oldest_unflushed_ms(self) -> int | None:
+        """Clock (ms) of the oldest append not known to be flushed, or None (for flush.ms).
+
+        Errs on the old side when a flush races an append.
+        """
+        if self._appended_messages == self._flushed_messages:
+            return None
+        first = self.first_unflushed_ms
+        return first if first is not None else self.last_flush_ms
+
     def segments(self) -> list[Segment]:
         return list(self._segments)
 
@@ -189,6 +223,7 @@ class PartitionLog:
         first = offset = seg.next_offset
         expected_pos = 0
         records = 0
+        producer_batches = None
         for pos, h in batches:
             size = h.batch_length + LOG_OVERHEAD
             if size > max_size:
@@ -197,6 +232,15 @@ class PartitionLog:
                 )
             if pos != expected_pos:
                 raise CorruptMessageError("batches do not cover the data back to back")
+            if h.last_offset_delta != h.record_count - 1:
+                # Only compaction leaves gaps inside a batch; producers never send them.
+                raise CorruptMessageError("batch offsets are not consecutive (last_offset_delta)")
+            if h.producer_id >= 0:
+                check_sequence_fields(h)
+                if producer_batches is None:
+                    producer_batches = []
+                ts = stamp if stamp != NO_TIMESTAMP else h.max_timestamp
+                producer_batches.append(producer_batch(h, offset, ts))
             patch_base_offset(view, pos, offset)
             patch_log_append_time(view, pos, stamp)
             offset += h.last_offset_delta + 1
@@ -204,6 +248,12 @@ class PartitionLog:
             expected_pos = pos + size
         if expected_pos != len(view) or not batches:
             raise CorruptMessageError("batches do not cover the data back to back")
+        if producer_batches is not None:
+            duplicate = self.producers.check(producer_batches)
+            if duplicate is not None:
+                head, tail = duplicate
+                append_time = head.timestamp if stamp != NO_TIMESTAMP else NO_TIMESTAMP
+                return AppendResult(head.base_offset, tail.last_offset, append_time, True)
 
         started = seg.rolling_timestamp_ms
         if seg.size and (
@@ -217,6 +267,10 @@ class PartitionLog:
             seg.append(view, batches, first, offset, stamp, now_ms)
         except OSError as exc:
             self._undo_write(seg, previous_size, exc)
+        if producer_batches is not None:
+            self.producers.update(producer_batches)
+        if self.first_unflushed_ms is None:
+            self.first_unflushed_ms = now_ms
         self._appended_messages += records
         return AppendResult(first, offset - 1, stamp)
 
@@ -260,7 +314,18 @@ class PartitionLog:
             self._unflushed.append(old)
             self._dir_dirty = True
             old.release_file()
+        self._snapshot_producers()
         return new
+
+    def _snapshot_producers(self) -> None:
+        end = self.log_end_offset
+        if self._snapshot_offset == end:
+            return  # the newest snapshot already describes this state
+        try:
+            self.producers.write_snapshot(end)
+            self._snapshot_offset = end
+        except OSError as exc:  # only costs a longer replay at the next open
+            log.warning("%s: cannot write the producer state snapshot: %s", self.directory, exc)
 
     # -- read ------------------------------------------------------------------
 
@@ -322,6 +387,30 @@ class PartitionLog:
             raise LogReadError(f"{self.topic}-{self.partition}: {exc}") from exc
         return None
 
+    # -- producer state --------------------------------------------------------
+
+    def _load_producer_state(self) -> None:
+        """Load the newest snapshot at or below the log end and replay the headers after it."""
+        producers = self.producers
+        start = self._snapshot_offset = producers.load_snapshot(self.log_end_offset)
+        if start is None:
+            start = self.log_start_offset
+        update = producers.update
+        active = self._segments[-1]
+        for seg in self._segments:
+            if seg.next_offset <= start:
+                continue
+            found = seg.find(start) if seg.base_offset <= start else None
+            position = found[0] if found is not None else 0
+            try:
+                for _, h in iter_headers(seg.fd, position, seg.size):
+                    if h.producer_id >= 0 and h.base_offset >= start:
+                        update((producer_batch(h, h.base_offset, batch_timestamp(h)),))
+            finally:
+                if seg is not active:
+                    seg.release_file()
+        producers.evict_below(self.log_start_offset)
+
     # -- truncate, flush, close ------------------------------------------------
 
     def truncate_to(self, offset: int) -> None:
@@ -333,6 +422,7 @@ class PartitionLog:
         self._check_usable()
         if offset >= self.log_end_offset:
             return
+        self.generation += 1
         i = bisect.bisect_right(self._bases, offset) - 1
         try:
             if i < 0:
@@ -350,6 +440,7 @@ class PartitionLog:
             active.truncate_to(offset)
             os.fsync(active.fd)
             fsio.fsync_dir(self.directory)
+            self._load_producer_state()
         except (OSError, CorruptMessageError) as exc:
             raise LogWriteError(f"cannot truncate {self.directory}: {exc}") from exc
 
@@ -359,6 +450,7 @@ class PartitionLog:
         Safe to call from another thread while appends continue (no lock is
         held while syncing). Raises LogFlushError.
         """
+        started_ms = int(self._clock() * 1000)
         with self._lock:
             if not self._segments:
                 return
@@ -397,6 +489,9 @@ class PartitionLog:
                 os.close(fd)
         self._flushed_messages = appended
         self.last_flush_ms = int(self._clock() * 1000)
+        # Appends since the flush began are younger than its start: counting them from
+        # then flushes them early rather than late.
+        self.first_unflushed_ms = None if self._appended_messages == appended else started_ms
 
     def close(self) -> None:
         """Write the index files, flush, and let go of the files.
@@ -415,6 +510,7 @@ class PartitionLog:
             self._unflushed.append(active)
             self._dir_dirty = True
         self.flush()
+        self._snapshot_producers()
         self._forget_segments()
 
     def _forget_segments(self) -> None:
@@ -433,3 +529,4 @@ class PartitionLog:
             fsio.rename_and_remove(
                 self.directory, paths.deletion_dir(self.directory.parent, self.directory)
             )
+

@@ -9,10 +9,15 @@ Layout of a data dir::
             00000000000000000000.log       segments, named by their 20-digit base offset
             00000000000000000000.index
             00000000000000000000.timeindex
+            00000000000000000000.snapshot  producer state as of that offset (see producer_state)
+            00000000000000000000.log.deleted   a segment file being deleted (removed at open)
+            00000000000000000000.log.cleaned   a cleaned segment being written (removed at open)
+            00000000000000000000.log.swap      a cleaned segment replacing others (completed at open)
         <topic>-<partition>.<hex>-delete/  a partition being deleted (removed at open)
+        producer-ids                       the next free block of producer ids (see producer_ids)
 
-A partition directory always ends in ``-<digits>``, so neither ``__topics__``
-nor a ``-delete`` directory can be mistaken for one. Temporary files (for the
+A partition directory always ends in ``-<digits>``, so neither ``__topics__``,
+``producer-ids`` nor a ``-delete`` directory can be mistaken for one. Temporary files (for the
 write-temp, fsync, rename pattern) add ``.tmp`` to the final name; no final
 name ends in ``.tmp``, so leftovers are recognisable and removed at open.
 
@@ -34,6 +39,8 @@ NAME_MAX = 255  # longest file name most filesystems allow; long names are cut t
 _TOPIC_RE = re.compile(r"[a-zA-Z0-9._-]+")
 _PARTITION_DIR_RE = re.compile(r"(.+)-([0-9]+)")
 _SEGMENT_RE = re.compile(r"([0-9]{20})\.(log|index|timeindex)")
+_SUFFIXED_RE = re.compile(r"([0-9]{20})\.(log|index|timeindex)\.(deleted|cleaned|swap)")
+_SNAPSHOT_RE = re.compile(r"([0-9]{20})\.snapshot")
 
 TOPICS_DIR = "__topics__"
 CLEAN_SHUTDOWN = ".clean-shutdown"
@@ -43,6 +50,11 @@ LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
 TIMEINDEX_SUFFIX = ".timeindex"
 METADATA_SUFFIX = ".json"
+SNAPSHOT_SUFFIX = ".snapshot"
+DELETED_SUFFIX = ".deleted"
+CLEANED_SUFFIX = ".cleaned"
+SWAP_SUFFIX = ".swap"
+PRODUCER_IDS = "producer-ids"
 
 
 def validate_topic(name: object) -> str:
@@ -124,6 +136,10 @@ def clean_shutdown_file(data_dir: Path) -> Path:
     return data_dir / CLEAN_SHUTDOWN
 
 
+def producer_ids_file(data_dir: Path) -> Path:
+    return data_dir / PRODUCER_IDS
+
+
 def temp_file(path: Path) -> Path:
     """Where to write ``path``'s next content before renaming it into place."""
     return path.with_name(path.name[: NAME_MAX - len(TMP_SUFFIX)] + TMP_SUFFIX)
@@ -167,3 +183,40 @@ def parse_segment_file(path: Path) -> tuple[int, str] | None:
     if not m:
         return None
     return int(m.group(1)), m.group(2)
+
+
+def snapshot_file(directory: Path, offset: int) -> Path:
+    """``<offset, 20 digits>.snapshot``: producer state covering the batches below ``offset``."""
+    return directory / (_segment_stem(offset) + SNAPSHOT_SUFFIX)
+
+
+def parse_snapshot_file(path: Path) -> int | None:
+    """The offset of a snapshot file, or None for other names."""
+    m = _SNAPSHOT_RE.fullmatch(path.name)
+    return int(m.group(1)) if m else None
+
+
+def deleted_file(path: Path) -> Path:
+    """The name a segment file gets once it is doomed (removed at open if still there)."""
+    return path.with_name(path.name + DELETED_SUFFIX)
+
+
+def cleaned_file(path: Path) -> Path:
+    """Where the cleaner writes the new content of segment file ``path``."""
+    return path.with_name(path.name + CLEANED_SUFFIX)
+
+
+def swap_file(path: Path) -> Path:
+    """A cleaned file that is committed to replace the segments it overlaps."""
+    return path.with_name(path.name + SWAP_SUFFIX)
+
+
+def parse_suffixed_segment_file(path: Path) -> tuple[int, str, str] | None:
+    """(base offset, kind, suffix) of ``<base>.<kind>.<deleted|cleaned|swap>``; None otherwise.
+
+    ``suffix`` is given with its dot, as in ``DELETED_SUFFIX``.
+    """
+    m = _SUFFIXED_RE.fullmatch(path.name)
+    if not m:
+        return None
+    return int(m.group(1)), m.group(2), "." + m.group(3)

@@ -45,6 +45,10 @@ class FileRange:
 class AppendResult(NamedTuple):
     """Offsets given to an append; ``log_append_time`` is -1 unless the topic uses LogAppendTime.
 
+    ``duplicate``: the batches were a retry of batches already in the log
+    (same producer, epoch and sequences); nothing was written, and the offsets
+    are those the original append got.
+
     A NamedTuple rather than a frozen dataclass: one is built per produce
     request, and a dataclass costs about as much as the rest of the
     append's Python work per batch.
@@ -53,6 +57,7 @@ class AppendResult(NamedTuple):
     base_offset: int
     last_offset: int
     log_append_time: int
+    duplicate: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -61,13 +61,16 @@ NO_TIMESTAMP = -1
 class Segment:
     """A ``.log`` file with its offset and time indexes."""
 
-    def __init__(self, directory: Path, base_offset: int, index_interval_bytes: int) -> None:
+    def __init__(
+        self, directory: Path, base_offset: int, index_interval_bytes: int, log_path: Path | None = None
+    ) -> None:
         self.directory = directory
         self.base_offset = base_offset
         self.index_interval_bytes = index_interval_bytes
-        log_path, index_path, time_path = paths.segment_files(directory, base_offset)
-        self.log_path = log_path
-        self._file: fsio.SegmentFile | None = fsio.SegmentFile(log_path)
+        final_log, index_path, time_path = paths.segment_files(directory, base_offset)
+        # A cleaned segment is written under another name and renamed into place later.
+        self.log_path = log_path or final_log
+        self._file: fsio.SegmentFile | None = fsio.SegmentFile(self.log_path)
         self.index = OffsetIndex(index_path, base_offset)
         self.timeindex = TimeIndex(time_path, base_offset)
         self.size = 0
@@ -190,6 +193,49 @@ class Segment:
         self.timeindex.rewrite()
         self._init_rolling_timestamp()
         return self.truncated_bytes
+
+    @classmethod
+    def from_written(
+        cls,
+        directory: Path,
+        base_offset: int,
+        index_interval_bytes: int,
+        log_path: Path,
+        batches: list[tuple[int, BatchHeader]],
+    ) -> "Segment":
+        """A segment over ``log_path``, already holding ``batches`` (position, header) back to back.
+
+        For the cleaner: indexes are built in memory from the headers given,
+        not read from the file; see ``write_indexes_to``. Raises OSError.
+        """
+        seg = cls(directory, base_offset, index_interval_bytes, log_path=log_path)
+        end = 0
+        for pos, h in batches:
+            seg._account(pos, h.base_offset, h.size, batch_timestamp(h))
+            seg.next_offset = h.next_offset
+            end = pos + h.size
+        seg.size = end
+        if end:
+            seg.timeindex.maybe_append(seg.max_timestamp, seg.offset_of_max_timestamp)
+            ts = batch_timestamp(batches[0][1])
+            seg.rolling_timestamp_ms = ts if ts >= 0 else None
+        return seg
+
+    def write_indexes_to(self, index_path: Path, timeindex_path: Path) -> None:
+        """Write both indexes, complete, to the given files and fsync them. Raises OSError."""
+        for index, path in ((self.index, index_path), (self.timeindex, timeindex_path)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                fsio.write_all(fd, index._encode(0, len(index)))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def renamed(self, log_path: Path) -> None:
+        """The .log now has the name ``log_path`` and the indexes are in their files."""
+        self.log_path = log_path
+        self.index._persisted = len(self.index)
+        self.timeindex._persisted = len(self.timeindex)
 
     def _init_rolling_timestamp(self) -> None:
         self.rolling_timestamp_ms = None
@@ -358,6 +404,33 @@ class Segment:
 
     def index_paths(self) -> tuple[Path, Path]:
         return self.index.path, self.timeindex.path
+
+    def mark_deleted(self) -> list[Path]:
+        """Rename the segment's files to ``.deleted`` (removed at open if still there).
+
+        The .log goes first: once it is renamed the segment is gone. Returns the
+        new names, to be unlinked later. Raises OSError if the .log cannot be
+        renamed (then nothing was).
+        """
+        marked = [paths.deleted_file(self.log_path)]
+        os.replace(self.log_path, marked[0])
+        for path in self.index_paths():
+            try:
+                os.replace(path, paths.deleted_file(path))
+                marked.append(paths.deleted_file(path))
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # an index without its log is removed at open
+                log.warning("%s: cannot mark for deletion: %s", path, exc)
+        self.release_file()
+        return marked
+
+    def modified_ms(self) -> int:
+        """The .log file's modification time in ms (0 if it cannot be read)."""
+        try:
+            return int(os.stat(self.log_path).st_mtime * 1000)
+        except OSError:
+            return 0
 
     def delete(self) -> None:
         """Remove the segment's files. The open file is dropped, not closed (see fsio)."""

@@ -11,12 +11,16 @@ removes it. A crash at any point leaves either the whole topic or leftovers
 that are ignored (directories without metadata) or removed at the next open
 (``-delete`` directories); creating the topic again wipes stale directories.
 
-Opening the store removes the clean-shutdown marker; if it was absent, each
-partition's newest segment is checked batch by batch. ``close`` closes every
-log and then writes the marker.
+Opening the store removes the clean-shutdown marker; if it was absent and
+there are topics, each partition's newest segment is checked batch by batch
+(a data dir without topics has nothing to recover, so it counts as clean).
+``close`` closes every log and then writes the marker.
+
+The store also owns the data dir's producer id allocator (``producer_ids``).
 
 Threads: everything runs on the broker's event-loop thread except
-``flush_all``, which may run on a worker thread (see ``PartitionLog.flush``).
+``flush_all``, which may run on a worker thread (see ``PartitionLog.flush``),
+and the unlinking of the files ``mark_expired_segments`` returns.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from .config import LogConfig, kafka_name
 from .errors import StorageError
 from .metadata import CleanShutdownMarker, TopicMetadata
 from .partition_log import PartitionLog
+from .producer_ids import ProducerIds
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +81,15 @@ class TopicStore:
         self._logs: dict[str, list[PartitionLog]] = {}
         self.data_dir.mkdir(parents=True, exist_ok=True)
         marker = CleanShutdownMarker(self.data_dir)
-        self.was_clean = marker.exists()
-        if self.was_clean:
+        metadata_files = TopicMetadata.list_files(self.data_dir)
+        self.was_clean = marker.exists() or not metadata_files
+        if marker.exists():
             marker.remove()
-        else:
+        elif metadata_files:
             log.info("%s: no clean-shutdown marker, checking the newest segments", self.data_dir)
         self._remove_deletion_dirs()
-        for path in TopicMetadata.list_files(self.data_dir):
+        self.producer_ids = ProducerIds(self.data_dir)
+        for path in metadata_files:
             self._open_topic(TopicMetadata.load(path), recover=not self.was_clean)
         self._report_orphans()
 
@@ -144,13 +151,14 @@ class TopicStore:
             raise UnknownTopicOrPartitionError(f"unknown topic or partition {name!r}/{partition!r}")
         return logs[partition]
 
-    def create_topic(
+    def validate_new_topic(
         self, name: str, partitions: int, config: Mapping[str, "str | int"] | None = None
-    ) -> TopicInfo:
-        """Create a topic with ``partitions`` empty partitions and the given config overrides.
+    ) -> tuple[dict[str, str], LogConfig]:
+        """Check what ``create_topic`` would check, creating nothing.
 
-        Raises InvalidTopicError, InvalidPartitionsError, InvalidConfigError,
-        TopicAlreadyExistsError, or StorageError if the disk fails.
+        Returns the normalized overrides (Kafka names) and the effective
+        config. Raises InvalidTopicError, InvalidPartitionsError,
+        InvalidConfigError or TopicAlreadyExistsError.
         """
         paths.validate_topic(name)
         if isinstance(partitions, bool) or not isinstance(partitions, int) or not (
@@ -160,9 +168,20 @@ class TopicStore:
                 f"partition count must be between 1 and {MAX_PARTITIONS}, not {partitions!r}"
             )
         overrides = _normalize(config or {})
-        config = LogConfig.from_dict(overrides, base=self.default_config)
+        effective = LogConfig.from_dict(overrides, base=self.default_config)
         if name in self._topics:
             raise TopicAlreadyExistsError(f"topic {name!r} already exists")
+        return overrides, effective
+
+    def create_topic(
+        self, name: str, partitions: int, config: Mapping[str, "str | int"] | None = None
+    ) -> TopicInfo:
+        """Create a topic with ``partitions`` empty partitions and the given config overrides.
+
+        Raises InvalidTopicError, InvalidPartitionsError, InvalidConfigError,
+        TopicAlreadyExistsError, or StorageError if the disk fails.
+        """
+        overrides, config = self.validate_new_topic(name, partitions, config)
         meta = TopicMetadata(name, partitions, overrides)
         logs: list[PartitionLog] = []
         try:
@@ -201,9 +220,12 @@ class TopicStore:
         except OSError as exc:
             raise StorageError(f"topic {name!r} deleted, but removing its data failed: {exc}") from exc
 
-    def alter_config(self, name: str, changes: Mapping[str, "str | int | None"]) -> TopicInfo:
+    def alter_config(
+        self, name: str, changes: Mapping[str, "str | int | None"], *, validate_only: bool = False
+    ) -> TopicInfo:
         """Set (or with None, reset to the default) topic settings; persisted atomically.
 
+        With ``validate_only`` nothing changes; the result is what would be.
         Raises UnknownTopicOrPartitionError, InvalidConfigError or StorageError.
         """
         info = self.topic(name)
@@ -214,6 +236,8 @@ class TopicStore:
             else:
                 overrides.update(_normalize({key: value}))
         config = LogConfig.from_dict(overrides, base=self.default_config)
+        if validate_only:
+            return TopicInfo(name, info.partitions, config, overrides)
         try:
             TopicMetadata(name, info.partitions, overrides).save(self.data_dir)
         except OSError as exc:
@@ -223,6 +247,36 @@ class TopicStore:
         info = TopicInfo(name, info.partitions, config, overrides)
         self._topics[name] = info
         return info
+
+    # -- retention -------------------------------------------------------------
+
+    def mark_expired_segments(self, now_ms: int | None = None) -> tuple[int, list[Path]]:
+        """Retention for every log: (segments taken out, their files to unlink).
+
+        On the event-loop thread; unlink the files with ``fsio.remove_files``
+        on any thread. A log that fails is logged and skipped.
+        """
+        now_ms = int(self._clock() * 1000) if now_ms is None else now_ms
+        count = 0
+        files: list[Path] = []
+        for partition_log in self.logs():
+            try:
+                doomed = partition_log.mark_expired_segments(now_ms)
+            except StorageError as exc:
+                log.error("%s: retention failed: %s", partition_log.directory, exc)
+                continue
+            count += sum(1 for f in doomed if f.name.endswith(paths.LOG_SUFFIX + paths.DELETED_SUFFIX))
+            files.extend(doomed)
+        return count, files
+
+    def apply_retention(self, now_ms: int | None = None) -> int:
+        """Retention for every log, unlinking included; returns the segments deleted. Blocks."""
+        count, files = self.mark_expired_segments(now_ms)
+        try:
+            fsio.remove_files(files)
+        except OSError as exc:
+            log.error("removing deleted segments failed (they go at the next open): %s", exc)
+        return count
 
     # -- flush and close -------------------------------------------------------
 

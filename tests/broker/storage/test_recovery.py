@@ -176,6 +176,7 @@ def test_leftover_files_are_cleaned_up(tmp_path):
         "00000000000000000000.index",
         "00000000000000000000.log",
         "00000000000000000000.timeindex",
+        "00000000000000000010.snapshot",  # producer state as of the clean close
     ]
 
 
