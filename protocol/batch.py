@@ -362,6 +362,14 @@ def encode_payload(keys, values, ts_deltas, headers, offset_deltas=None) -> byte
     return msgpack.packb([keys, values, ts_deltas, headers, offset_deltas], use_bin_type=True)
 
 
+def compress_payload(codec: "Compression | int", payload: bytes) -> bytes:
+    """``payload`` compressed with ``codec``, ready for ``assemble``.
+
+    Raises UnsupportedCompressionTypeError for an unknown codec.
+    """
+    return _compress(Compression.parse(int(codec)), payload)
+
+
 def build_batch(
     values: Sequence[bytes | None],
     keys: Sequence[bytes | None] | None = None,

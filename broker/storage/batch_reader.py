@@ -80,9 +80,10 @@ def verified_batches(
     CRC, and the base offset the chain expects: ``first_offset`` for the first
     batch, then the previous batch's next offset, never above ``max_offset``.
     The CRC does not cover the base offset, so this chaining is what catches
-    a damaged one. (Ferry's logs have no offset gaps; compaction, when it
-    comes, will have to relax this to "increasing".) The caller finds where
-    the valid prefix ends from the last batch yielded. Raises OSError only.
+    a damaged one. Compaction keeps this true inside a segment: a cleaned
+    batch that follows removed ones starts where they started (see
+    ``cleaner``), so gaps only ever fall between segments. The caller finds
+    where the valid prefix ends from the last batch yielded. Raises OSError only.
     """
     pos = start
     expected = first_offset
