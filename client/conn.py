@@ -14,8 +14,10 @@ to the transport; if the transport's buffer is above its high-water mark it
 first awaits ``resume_writing`` (backpressure). Every request carries a timer:
 when it fires the request fails with ``RequestTimedOutError`` and the connection
 is closed, as Kafka's clients do, since a late answer could no longer be
-matched with certainty. Closing, for any reason, fails every pending future with
-a ``NetworkError`` naming the broker and the reason.
+matched with certainty. The broker answers in request order, so an answer that
+arrives while an earlier request still waits means the earlier answer was lost:
+that closes the connection too. Closing, for any reason, fails every pending
+future with a ``NetworkError`` naming the broker and the reason.
 """
 
 from __future__ import annotations
@@ -254,10 +256,12 @@ class AsyncConnection(asyncio.Protocol):
             self._drain_waiter.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        if self._closed:  # what is still buffered after a close is of no use
+            return
         conn = self._conn
         conn.receive_data(data)
         try:
-            while True:
+            while not self._closed:
                 event = conn.next_event()
                 if event is NEED_DATA:
                     return
@@ -285,7 +289,16 @@ class AsyncConnection(asyncio.Protocol):
             if not self._handshake.done():
                 self._handshake.set_result(event)
             return
-        entry = self._pending.pop(event.correlation_id, None)
+        pending = self._pending
+        corr = event.correlation_id
+        if pending and corr != next(iter(pending)) and corr in pending:
+            # The broker answers in request order: the answer to an earlier
+            # request was lost on the way. Nothing on this connection can be
+            # trusted any more (Kafka's clients do the same).
+            self.close(f"the answer to request {next(iter(pending))} was lost "
+                       f"(request {corr} was answered first)")
+            return
+        entry = pending.pop(corr, None)
         if entry is None:  # timed out already: the connection is closing
             return
         fut, timer = entry

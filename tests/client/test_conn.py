@@ -121,6 +121,28 @@ def test_pipelined_requests_are_matched_by_correlation_id():
     run(main())
 
 
+def test_an_answer_overtaking_an_earlier_one_closes_the_connection():
+    """The broker answers in order: the second answer arriving first means the
+    first was lost, so nothing pending on the connection can be trusted."""
+    async def script(evs, send, writer):
+        reqs = []
+        async for req in evs:
+            reqs.append(req)
+            if len(reqs) == 3:
+                send(metadata_response(reqs[1]))  # the answer to reqs[0] is lost
+                await writer.drain()
+
+    async def main():
+        async with Scripted(script) as srv:
+            conn = await AsyncConnection.connect("127.0.0.1", srv.port)
+            futs = [await conn.send(MetadataRequest(topics=(str(i),))) for i in range(3)]
+            results = await asyncio.gather(*futs, return_exceptions=True)
+            assert all(isinstance(r, NetworkError) for r in results), results
+            assert "was lost" in str(results[0])
+            assert conn.closed
+    run(main())
+
+
 def test_server_closing_mid_request_fails_pending_with_network_error():
     async def script(evs, send, writer):
         async for _ in evs:
