@@ -46,6 +46,10 @@ class BrokerConfig:
     retention_bytes: int = _opt(-1, "Default size a partition may keep (-1: unlimited).")
     flush_interval_messages: int = _opt(-1, "Default: fsync after this many messages (-1: leave it to the OS).")
     flush_interval_ms: int = _opt(-1, "Default: fsync data older than this (-1: leave it to the OS).")
+    retention_check_interval_ms: int = _opt(300000, "How often retention looks for segments to delete.")
+    log_cleaner_interval_ms: int = _opt(15000, "How often the cleaner looks for compacted topics to clean.")
+    log_cleaner_io_max_bytes_per_second: int = _opt(-1, "Cap on the cleaner's disk reads plus writes (-1: unlimited).")
+    log_cleaner_dedupe_buffer_size: int = _opt(134217728, "Memory for the cleaner's key map, in bytes; bounds how much of a log one pass cleans.")
     max_connections: int = _opt(10000, "Connections accepted at once; more are closed at accept.")
     max_inflight_requests: int = _opt(64, "Requests a connection may have in progress before the broker stops reading from it.")
     shutdown_timeout_ms: int = _opt(10000, "How long a graceful shutdown waits for requests in progress.")
@@ -56,6 +60,11 @@ class BrokerConfig:
     offsets_retention_check_interval_ms: int = _opt(600000, "How often the broker looks for expired committed offsets.")
 
     def __post_init__(self) -> None:
+        for name in ("retention_check_interval_ms", "log_cleaner_interval_ms"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if self.log_cleaner_dedupe_buffer_size < 1024:
+            raise ConfigError("log_cleaner_dedupe_buffer_size must be at least 1024")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be 0-65535, not {self.port}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

@@ -191,15 +191,20 @@ class Handlers:
             raise InvalidRequiredAcksError()
         results = []
         synced = []
+        flush_due = []  # logs that reached their topic's flush.messages
         for p in req.partitions:
             try:
                 if not self._auto_create(p.topic):
                     raise UnknownTopicOrPartitionError()
                 plog = self.store.partition(p.topic, p.partition)
                 batches = batchfmt.split_batches(p.records)
-                res = plog.append(p.records, batches)
-                self.waiters.notify((p.topic, p.partition))
+                res = plog.append(p.records, batches)  # a retried batch: its original offsets
+                if not res.duplicate:
+                    self.waiters.notify((p.topic, p.partition))
                 synced.append(plog)
+                limit = plog.config.flush_interval_messages
+                if 0 < limit <= plog.unflushed_messages:
+                    flush_due.append(plog)
                 results.append(
                     m.ProducePartitionResponse(
                         topic=p.topic,
@@ -218,9 +223,14 @@ class Handlers:
                     )
                 )
         if req.acks == 0:
+            if flush_due:
+                asyncio.ensure_future(self.flusher.sync(flush_due)).add_done_callback(_log_flush_failure)
             return None
         if req.acks == -1 and synced:
             return self._produce_synced(req, results, synced)
+        if flush_due:
+            # flush.messages reached: answer once fsynced, as Kafka flushes in its append path.
+            return self._produce_synced(req, results, flush_due)
         return m.ProduceResponse(partitions=tuple(results), correlation_id=req.correlation_id)
 
     async def _produce_synced(self, req, results, synced) -> m.ProduceResponse:
@@ -327,6 +337,11 @@ class Handlers:
             except (ApiError, StorageError) as exc:
                 out.append(m.ListOffsetsPartitionResponse(lp.topic, lp.partition, error_code=error_code(exc)))
         return m.ListOffsetsResponse(partitions=tuple(out), correlation_id=req.correlation_id)
+
+
+def _log_flush_failure(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("flush.messages flush failed: %s", task.exception())
 
 
 class _Ranges:

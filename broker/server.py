@@ -51,6 +51,7 @@ from .config import BrokerConfig
 from .flusher import GroupCommitFlusher
 from .group.handlers import GroupHandlers
 from .handlers import ClientInfo, Handlers, _Ranges, error_code
+from .maintenance import Maintenance
 from .storage import LogConfig, TopicStore
 from .waiters import LogWaiters
 
@@ -318,6 +319,7 @@ class Broker:
         self._signals = 0
         self._idle = asyncio.Event()
         self.groups: GroupHandlers | None = None
+        self.maintenance: Maintenance | None = None
 
     async def start(self) -> None:
         """Open the data directory, recover the logs, and start listening."""
@@ -338,6 +340,8 @@ class Broker:
         )
         self.port = self.server.sockets[0].getsockname()[1]
         self.groups.start()
+        self.maintenance = Maintenance(cfg, self.store, flusher)  # retention, cleaner, flush.ms
+        self.maintenance.start()
         log.info(
             "Ferry broker ready on %s:%d (data dir %s, %d topic(s))",
             cfg.host, self.port, cfg.data_dir, len(self.store.topics()),
@@ -391,6 +395,8 @@ class Broker:
                 await asyncio.wait_for(self._idle.wait(), 1.0)
             except asyncio.TimeoutError:
                 pass
+        if self.maintenance is not None:
+            await self.maintenance.stop()
         self.handlers.flusher.close()
         self.store.close()
         log.info("Ferry broker stopped cleanly after %d request(s)", self.requests_served)
