@@ -67,7 +67,8 @@ class Maintenance:
             sleep=self._interruptible_sleep,
             should_stop=self._stopping.is_set,
         )
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferry-maintenance")
+        # Two threads: unlinking retention's files need not wait behind a long cleaning.
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ferry-maintenance")
         self._tasks: list[asyncio.Task] = []
 
     def _interruptible_sleep(self, seconds: float) -> None:
