@@ -19,17 +19,20 @@ from .admin import Admin, AsyncAdmin
 from .consumer import AsyncConsumer
 from .errors import (
     ClientError,
+    CommitFailedError,
     FerryTimeoutError,
     IllegalStateError,
     KafkaTimeoutError,
     NoBrokersAvailable,
     NoOffsetForPartitionError,
 )
+from .group import ConsumerRebalanceListener
 from .producer import AsyncProducer
 from .producer_batch import RecordFuture
 from .structs import (
     ConsumerRecord,
     NewTopic,
+    OffsetAndMetadata,
     OffsetAndTimestamp,
     PartitionDescription,
     RecordMetadata,
@@ -45,7 +48,9 @@ __all__ = [
     "AsyncConsumer",
     "AsyncProducer",
     "ClientError",
+    "CommitFailedError",
     "Consumer",
+    "ConsumerRebalanceListener",
     "ConsumerRecord",
     "FerryTimeoutError",
     "IllegalStateError",
@@ -53,6 +58,7 @@ __all__ = [
     "NewTopic",
     "NoBrokersAvailable",
     "NoOffsetForPartitionError",
+    "OffsetAndMetadata",
     "OffsetAndTimestamp",
     "PartitionDescription",
     "Producer",

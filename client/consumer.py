@@ -1,14 +1,16 @@
 """The asyncio consumer (aiokafka's AIOKafkaConsumer shape).
 
-A subscribed consumer reads every partition of its topics: group coordination
-is not there yet, so ``group_id`` is kept but does not split partitions. The
-metadata listener keeps the assignment equal to the topics' partitions, and
-while a subscribed topic does not exist the cluster polls for it every
-``retry_backoff_ms``, so a consumer can start before its topic.
+Without ``group_id`` a subscribed consumer reads every partition of its
+topics: the metadata listener keeps the assignment equal to the topics'
+partitions. With ``group_id`` it is a member of that consumer group, which
+splits the partitions among its members (``client.group``), and commits its
+positions. While a subscribed topic does not exist the cluster polls for it
+every ``retry_backoff_ms``, so a consumer can start before its topic.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Callable, Iterable
 
@@ -17,6 +19,10 @@ from protocol.messages import EARLIEST, LATEST
 from .cluster import Cluster
 from .errors import IllegalStateError, NoOffsetForPartitionError
 from .fetcher import Fetcher, refine_to_records
+from .group.assignors import resolve_assignors
+from .group.consumer import AsyncGroupMixin, check_listener
+from .group.coordinator import ConsumerCoordinator, GroupSettings
+from .group.listener import StepQueue
 from .record_buffer import RecordBuffer
 from .structs import OffsetAndTimestamp, TopicPartition
 from .subscription import SubscriptionState
@@ -24,12 +30,27 @@ from .subscription import SubscriptionState
 ISOLATION_LEVELS = {"read_uncommitted": 0, "read_committed": 1}
 
 
-class AsyncConsumer:
+class AsyncConsumer(AsyncGroupMixin):
     """Reads records from Ferry in asyncio code.
 
     ``await start()`` connects (NoBrokersAvailable if no broker answers);
     then ``async for record in consumer``, ``await getmany(...)`` or
     ``await getone()``. ``await stop()`` closes. Also an async context manager.
+
+    Group settings (used with ``group_id``; kafka-python's names and Kafka 3's
+    defaults): ``group_instance_id`` (static membership: a restart within the
+    session timeout gets the same partitions back without a rebalance),
+    ``session_timeout_ms`` (45000: evicted without a heartbeat for this
+    long; heartbeats run in the background every ``heartbeat_interval_ms``,
+    3000), ``max_poll_interval_ms`` (300000: the member leaves the group if the
+    application does not poll for this long, and rejoins when it does),
+    ``rebalance_timeout_ms`` (default max_poll_interval_ms),
+    ``enable_auto_commit`` (True: positions are committed every
+    ``auto_commit_interval_ms``, 5000, before partitions are revoked, and on
+    close), ``partition_assignment_strategy`` (assignor names or objects,
+    default ``("cooperative-sticky",)``; every member of a group must offer a
+    common one). ``auto_offset_reset`` applies where the group has no
+    committed offset.
     """
 
     def __init__(
@@ -50,6 +71,14 @@ class AsyncConsumer:
         metadata_max_age_ms: int = 300000,
         check_crcs: bool = True,
         isolation_level: str = "read_uncommitted",
+        group_instance_id: str | None = None,
+        enable_auto_commit: bool = True,
+        auto_commit_interval_ms: int = 5000,
+        session_timeout_ms: int = 45000,
+        heartbeat_interval_ms: int = 3000,
+        max_poll_interval_ms: int = 300000,
+        rebalance_timeout_ms: int | None = None,
+        partition_assignment_strategy=("cooperative-sticky",),
     ) -> None:
         if isolation_level not in ISOLATION_LEVELS:
             raise ValueError("isolation_level must be 'read_uncommitted' or 'read_committed'")
@@ -77,6 +106,21 @@ class AsyncConsumer:
         self._buffer: RecordBuffer = self._fetcher.buffer
         self._started = False
         self._closed = False
+        self._listener = None
+        self._group_released = False
+        self._steps = StepQueue(self._buffer.wake)
+        self._awaiting_committed: set[TopicPartition] = set()
+        self._coordinator: ConsumerCoordinator | None = None
+        self._group_settings = None
+        if group_id is not None:
+            self._group_settings = GroupSettings(
+                group_id=group_id, group_instance_id=group_instance_id,
+                session_timeout_ms=session_timeout_ms, heartbeat_interval_ms=heartbeat_interval_ms,
+                max_poll_interval_ms=max_poll_interval_ms, rebalance_timeout_ms=rebalance_timeout_ms,
+                enable_auto_commit=enable_auto_commit, auto_commit_interval_ms=auto_commit_interval_ms,
+            )
+            self._assignors = resolve_assignors(partition_assignment_strategy)
+            self._subs.group_managed = True
 
     # ------------------------------------------------------------ lifecycle
 
@@ -90,13 +134,27 @@ class AsyncConsumer:
         self.cluster.add_listener(self._on_metadata)
         await self.cluster.start()
         self._fetcher.start()
+        if self._group_settings is not None:
+            self._coordinator = ConsumerCoordinator(
+                self.cluster, self._subs, self._buffer, self._group_settings, self._assignors, self._steps,
+                changed=self._changed, activity=self._activity,
+            )
+            self._coordinator.start()
+            if self._awaiting_committed:
+                asyncio.ensure_future(self._start_from_committed(set(self._awaiting_committed)))
         self._started = True
 
     async def stop(self) -> None:
         """Stop fetching and close the connections. Idempotent."""
         if self._closed:
             return
+        if self._coordinator is not None:
+            try:
+                await self._release_group()
+            finally:
+                await self._coordinator.close()
         self._closed = True
+        self._steps.cancel_all()
         await self._fetcher.stop()
         await self.cluster.close()
         self._buffer.wake()
@@ -113,6 +171,8 @@ class AsyncConsumer:
     def _on_metadata(self) -> None:
         if self._subs.update_from_metadata(self.cluster.metadata):
             self._changed()
+        if self._coordinator is not None:
+            self._coordinator.metadata_updated()
 
     def _changed(self) -> None:
         self._fetcher.wake.set()
@@ -120,19 +180,31 @@ class AsyncConsumer:
 
     # ------------------------------------------------------------ what to read
 
-    def subscribe(self, topics: Iterable[str] = (), pattern: str | None = None) -> None:
+    def subscribe(self, topics: Iterable[str] = (), pattern: str | None = None, listener=None) -> None:
         """Read every partition of ``topics`` (or of the topics matching ``pattern``),
-        including ones created later."""
+        including ones created later; with a group_id, the partitions the group assigns.
+
+        ``listener`` (a ConsumerRebalanceListener) hears of partitions assigned
+        and revoked; it is called from inside getmany(), getone() or iteration.
+        """
+        check_listener(listener)
         self._subs.subscribe(topics, pattern)
+        self._listener = listener
         if pattern is not None:
             self.cluster.track_all = True
         else:
             self.cluster.tracked = set(self._subs.topics)
-        self._buffer.discard()
+        if self._coordinator is None:
+            self._buffer.discard()
         self._on_metadata()
         self.cluster.request_update()
+        if self._coordinator is not None:
+            self._coordinator.subscription_changed()
 
     def unsubscribe(self) -> None:
+        """Stop reading; a group member leaves its group (without calling the listener)."""
+        if self._coordinator is not None:
+            self._coordinator.unsubscribed()
         self._subs.unsubscribe()
         self.cluster.track_all = False
         self._buffer.discard()
@@ -143,7 +215,9 @@ class AsyncConsumer:
 
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
         """Read exactly these partitions (positions from auto_offset_reset unless sought)."""
+        before = set(self._subs.assignment)
         self._subs.assign(partitions)
+        self._assigned_by_hand(set(self._subs.assignment) - before)
         self.cluster.track(self._subs.wanted_topics())
         self._buffer.discard()
         self._changed()
@@ -270,7 +344,8 @@ class AsyncConsumer:
     def _check_positions(self) -> None:
         if self._subs.default_reset is None:
             for tp, st in self._subs.assignment.items():
-                if st.position is None and st.reset is None and st.fetch_offset is None:
+                if st.position is None and st.reset is None and st.fetch_offset is None \
+                        and tp not in self._awaiting_committed:
                     raise NoOffsetForPartitionError(
                         f"no position for {tp.topic}/{tp.partition} and auto_offset_reset is "
                         f"'none': seek() first"
@@ -287,6 +362,9 @@ class AsyncConsumer:
         wanted = set(partitions) if partitions else None
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
+            if self._steps:
+                await self._run_steps()
+            self._polled()
             buf.arm()
             recs = buf.take(max_records, wanted)
             if recs:
@@ -295,7 +373,11 @@ class AsyncConsumer:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._closed:
                 return {}
-            await buf.wait(remaining)
+            self._waiting(True)
+            try:
+                await buf.wait(remaining)
+            finally:
+                self._waiting(False)
 
     async def getone(self, *partitions: TopicPartition):
         """The next ConsumerRecord, waiting as long as it takes."""
@@ -313,11 +395,18 @@ class AsyncConsumer:
     async def _records(self):
         buf = self._buffer
         while not self._closed:
+            if self._steps:
+                await self._run_steps()
+            self._polled()
             buf.arm()
             chunk = buf.next_chunk()
             if chunk is None:
                 self._check_reading()
-                await buf.wait(None)
+                self._waiting(True)
+                try:
+                    await buf.wait(None)
+                finally:
+                    self._waiting(False)
                 continue
             it = chunk.iterate()
             for record in it:

@@ -10,7 +10,8 @@ This module adds what only the client can detect::
         ├── FerryTimeoutError     a bounded wait ran out (also a TimeoutError)
         ├── NoBrokersAvailable    no bootstrap or leader address could be reached
         ├── IllegalStateError     the call does not fit the object's state (closed, unassigned)
-        └── NoOffsetForPartitionError  auto_offset_reset="none" and no position
+        ├── NoOffsetForPartitionError  auto_offset_reset="none" and no position
+        └── CommitFailedError     the group rebalanced: this member may no longer own the partitions
 """
 
 from __future__ import annotations
@@ -40,3 +41,10 @@ class IllegalStateError(ClientError):
 
 class NoOffsetForPartitionError(ClientError):
     """The consumer has no position for a partition and auto_offset_reset is "none"."""
+
+
+class CommitFailedError(ClientError):
+    """A commit was refused because this member is not in the group's current
+    generation: it was evicted (session or poll interval expired) or the
+    partitions moved in a rebalance. Whatever it processed since its last
+    commit will be processed again by the partitions' new owner."""

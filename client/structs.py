@@ -35,6 +35,13 @@ class ConsumerRecord(NamedTuple):
     headers: tuple
 
 
+class OffsetAndMetadata(NamedTuple):
+    """A committed offset (the next record to read) and the committer's note."""
+
+    offset: int
+    metadata: str = ""
+
+
 class OffsetAndTimestamp(NamedTuple):
     offset: int
     timestamp: int

@@ -68,6 +68,10 @@ class SubscriptionState:
         self.topics: set[str] = set()
         self.pattern: re.Pattern | None = None
         self.manual = False
+        # With a group id, subscribed partitions are the group's to assign
+        # (client.group); the assignment dict is then replaced whole, in the
+        # loop thread, so the consuming thread always sees a consistent one.
+        self.group_managed = False
         self.assignment: dict[TopicPartition, PartitionState] = {}
 
     def _new_state(self) -> PartitionState:
@@ -112,8 +116,8 @@ class SubscriptionState:
         return set(self.topics)
 
     def update_from_metadata(self, meta: ClusterMetadata) -> bool:
-        """Subscribed: assign every partition of the topics; True if it changed."""
-        if self.manual or not self.subscribed:
+        """Subscribed without a group: assign every partition of the topics; True if it changed."""
+        if self.manual or not self.subscribed or self.group_managed:
             return False
         if self.pattern is not None:
             topics = {t for t in meta.leaders if self.pattern.fullmatch(t)}

@@ -73,11 +73,11 @@ def test_latest_skips_what_was_there(fake):
 def test_subscribed_consumer_reads_every_partition(fake):
     fill(fake, "multi", [[b"p0"]], 0, partitions=3)
     fill(fake, "multi", [[b"p2"]], 2, partitions=3)
-    with consumer(fake, "multi", group_id="g") as c:
+    with consumer(fake, "multi") as c:  # without a group id: every partition
         values = sorted(r.value for r in c)
         assert values == [b"p0", b"p2"]
         assert c.assignment() == {TopicPartition("multi", p) for p in range(3)}
-        assert c.group_id == "g"
+        assert c.group_id is None
 
 
 def test_waits_for_a_topic_created_later(fake):
