@@ -20,6 +20,7 @@ from protocol.messages import NewTopic as WireNewTopic
 
 from .background import LoopThread
 from .cluster import Cluster
+from .group.admin import AsyncGroupAdmin, GroupAdmin
 from .offsets import list_offsets
 from .structs import NewTopic, PartitionDescription, TopicDescription, TopicPartition
 
@@ -46,8 +47,9 @@ def _raise_results(results, action: str) -> None:
             raise cls(f"cannot {action} topic {r.name!r}: {r.error_message or cls.description}")
 
 
-class AsyncAdmin:
-    """Creates, lists, describes and deletes topics. ``await start()`` connects."""
+class AsyncAdmin(AsyncGroupAdmin):
+    """Creates, lists, describes and deletes topics, and administers consumer
+    groups (``client.group.admin``). ``await start()`` connects."""
 
     def __init__(
         self,
@@ -164,7 +166,7 @@ class AsyncAdmin:
         return out
 
 
-class Admin:
+class Admin(GroupAdmin):
     """The blocking admin client (kafka-python's KafkaAdminClient shape)."""
 
     def __init__(

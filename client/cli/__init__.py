@@ -19,6 +19,7 @@ _LAZY = {
     "topic": ("client.cli.topic", "topic"),
     "produce": ("client.cli.produce", "produce"),
     "consume": ("client.cli.consume", "consume"),
+    "group": ("client.cli.group", "group"),
     "perf": ("client.cli.perf", "perf"),
 }
 
@@ -55,6 +56,7 @@ def main(ctx: click.Context, bootstrap_server: str, client_id: str, request_time
       ferry produce test                  # type messages, one per line
       ferry consume test --from-beginning # read them back
       ferry topic list
+      ferry group describe my-group       # members, committed offsets, lag
     """
     ctx.obj = Context(bootstrap_server=bootstrap_server, client_id=client_id, timeout_ms=request_timeout_ms)
 

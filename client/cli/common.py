@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import click
 
-from protocol.errors import ApiError, FerryError, UnknownTopicOrPartitionError
+from protocol.errors import ApiError, FerryError, GroupIdNotFoundError, UnknownTopicOrPartitionError
 
 DEFAULT_BOOTSTRAP = "localhost:9092"
 
@@ -70,7 +70,7 @@ def translate_errors(fn: Callable) -> Callable:
             raise SystemExit(EXIT_OK) from None
         except NoBrokersAvailable as exc:
             raise CommandError(str(exc), EXIT_UNREACHABLE) from None
-        except UnknownTopicOrPartitionError as exc:
+        except (UnknownTopicOrPartitionError, GroupIdNotFoundError) as exc:
             raise CommandError(str(exc), EXIT_NOT_FOUND) from None
         except ApiError as exc:
             name = exc.code.name if hasattr(exc.code, "name") else str(exc.code)
