@@ -53,9 +53,13 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str,
 
 def poll_all(consumers: Iterable[Consumer], sink: dict | None = None, timeout_ms: int = 20,
              commit: bool = False) -> None:
-    """One poll of each consumer; records go to ``sink[consumer]``; commit after processing if asked."""
+    """One poll of each consumer; records go to ``sink[consumer]``; commit after processing if asked.
+
+    Checks that a poll returns records only of partitions the consumer is assigned.
+    """
     for c in consumers:
         records = c.poll(timeout_ms)
+        assert set(records) <= c.assignment(), "records of a partition that is not assigned"
         if sink is not None:
             for recs in records.values():
                 sink.setdefault(c, []).extend(recs)

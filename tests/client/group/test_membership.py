@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from client import AsyncConsumer, CommitFailedError, ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
+from client import Admin, AsyncConsumer, CommitFailedError, ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
 from client.errors import IllegalStateError
 from protocol.errors import FencedInstanceIdError
 from tests.brokerproc import BrokerProcess
@@ -341,5 +341,37 @@ def test_member_can_start_before_its_topic_exists(broker, names):
         got: dict = {}
         wait_for(lambda: len(got.get(c, ())) == 3, 20, "records of the new topic", lambda: poll_all([c], got))
         assert len(c.assignment()) == 3
+    finally:
+        c.close()
+
+
+def test_pattern_subscription_follows_new_topics(broker, names):
+    topic, group = names
+    create_topic(broker.bootstrap, topic + "-a", 2)
+    c = consumer(broker.bootstrap, None, group, metadata_max_age_ms=200)  # new topics show up in metadata
+    try:
+        c.subscribe(pattern=topic + "-.*")
+        wait_for(lambda: len(c.assignment()) == 2, 20, "the matching topic's partitions", lambda: poll_all([c]))
+        create_topic(broker.bootstrap, topic + "-b", 1)
+        wait_for(lambda: {tp.topic for tp in c.assignment()} == {topic + "-a", topic + "-b"}, 20,
+                 "the new topic's partition", lambda: poll_all([c]))
+    finally:
+        c.close()
+
+
+def test_unsubscribe_leaves_the_group_and_subscribe_joins_again(broker, names):
+    topic, group = names
+    create_topic(broker.bootstrap, topic, 2)
+    create_topic(broker.bootstrap, topic + "-2", 3)
+    c = consumer(broker.bootstrap, topic, group)
+    try:
+        wait_for(lambda: settled([c], 2), 20, "the first subscription", lambda: poll_all([c]))
+        c.unsubscribe()
+        assert c.assignment() == set()
+        with Admin(bootstrap_servers=broker.bootstrap) as admin:
+            wait_for(lambda: admin.describe_groups([group])[0].state == "Empty", 10, "the member to leave")
+        c.subscribe([topic + "-2"])
+        wait_for(lambda: settled([c], 3), 20, "the second subscription", lambda: poll_all([c]))
+        assert {tp.topic for tp in c.assignment()} == {topic + "-2"}
     finally:
         c.close()
