@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 import uuid
 
 import pytest
@@ -373,5 +374,24 @@ def test_unsubscribe_leaves_the_group_and_subscribe_joins_again(broker, names):
         c.subscribe([topic + "-2"])
         wait_for(lambda: settled([c], 3), 20, "the second subscription", lambda: poll_all([c]))
         assert {tp.topic for tp in c.assignment()} == {topic + "-2"}
+    finally:
+        c.close()
+
+
+def test_a_slow_loop_body_keeps_its_partitions(broker, names):
+    """Heartbeats run in the background: a member busy for longer than its
+    session timeout (but within max_poll_interval_ms) is not evicted."""
+    topic, group = names
+    create_topic(broker.bootstrap, topic, 2)
+    listener = Recorder()
+    c = consumer(broker.bootstrap, None, group, session_timeout_ms=600)
+    c.subscribe([topic], listener=listener)
+    try:
+        wait_for(lambda: settled([c], 2), 20, "the assignment", lambda: poll_all([c]))
+        gen = generation(c)
+        time.sleep(1.5)  # the loop body's work: 2.5 session timeouts without a poll
+        poll_all([c])
+        assert generation(c) == gen and len(c.assignment()) == 2
+        assert not listener.lost and not listener.revoked
     finally:
         c.close()
