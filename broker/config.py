@@ -36,6 +36,7 @@ class BrokerConfig:
     log_level: str = _opt("INFO", "DEBUG, INFO, WARNING or ERROR.")
     broker_id: int = _opt(0, "This broker's node id, reported in metadata.")
     advertised_host: str = _opt("", "Host name clients are told to use (default: the listen host).")
+    advertised_port: int = _opt(0, "Port clients are told to use, e.g. behind a proxy (0: the listen port).")
     auto_create_topics: bool = _opt(True, "Create unknown topics on produce or metadata requests.")
     default_partitions: int = _opt(1, "Partitions of auto-created topics and of topics created without -p.")
     max_frame_size: int = _opt(104857600, "Largest request frame accepted, in bytes.")
@@ -65,8 +66,9 @@ class BrokerConfig:
                 raise ConfigError(f"{name} must be at least 1")
         if self.log_cleaner_dedupe_buffer_size < 1024:
             raise ConfigError("log_cleaner_dedupe_buffer_size must be at least 1024")
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"port must be 0-65535, not {self.port}")
+        for name in ("port", "advertised_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ConfigError(f"{name} must be 0-65535, not {getattr(self, name)}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, not {self.log_level!r}")
         if self.default_partitions < 1:
@@ -182,3 +184,17 @@ def load(
             raise ConfigError(f"unknown setting {k}")
         merged[k] = _coerce(k, v)
     return BrokerConfig(**merged)
+
+
+def markdown_table() -> str:
+    """The README's configuration table rows, one per setting."""
+    rows = []
+    for f in dataclasses.fields(BrokerConfig):
+        default = f.default if f.default != "" else '""'
+        if isinstance(default, bool):
+            default = str(default).lower()
+        rows.append(
+            f"| `{f.name}` | `--{f.name.replace('_', '-')}` | `{ENV_PREFIX}{f.name.upper()}` "
+            f"| `{default}` | {f.metadata['help']} |"
+        )
+    return "\n".join(rows)

@@ -24,6 +24,7 @@ from protocol import messages as m
 from protocol.errors import (
     ApiError,
     ErrorCode,
+    InvalidRequestError,
     InvalidRequiredAcksError,
     InvalidTopicError,
     UnknownTopicOrPartitionError,
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
     from .group.handlers import GroupHandlers
 
 log = logging.getLogger("ferry.broker.handlers")
+
+# Topics the broker itself writes (committed offsets); clients may read them.
+INTERNAL_TOPICS = frozenset({"__consumer_offsets"})
 
 Result = m.Message | Awaitable[m.Message | None] | None
 
@@ -76,6 +80,7 @@ class Handlers:
         self.flusher = flusher or GroupCommitFlusher()
         self._port = port or (lambda: config.port)
         self.clock = clock
+        self.closing = False  # set by shutdown: long polls answer at once
         self._table: dict[type, Callable[[Any], Result]] = {
             m.MetadataRequest: self.metadata,
             m.CreateTopicsRequest: self.create_topics,
@@ -84,6 +89,8 @@ class Handlers:
             m.ProduceRequest: self.produce,
             m.FetchRequest: self.fetch,
             m.ListOffsetsRequest: self.list_offsets,
+            m.InitProducerIdRequest: self.init_producer_id,
+            m.AlterConfigsRequest: self.alter_configs,
         }
         # The group APIs (broker/group/handlers.py) also take the ClientInfo.
         self.groups = groups
@@ -135,7 +142,7 @@ class Handlers:
                 for p in range(info.partitions)
             )
             topics.append(
-                m.TopicMetadata(name=name, internal=name.startswith("__"), partitions=parts)
+                m.TopicMetadata(name=name, internal=name in INTERNAL_TOPICS, partitions=parts)
             )
         broker = m.BrokerInfo(node_id=self.config.broker_id, host=self.config.advertised, port=self._port())
         return m.MetadataResponse(
@@ -165,6 +172,8 @@ class Handlers:
         for name in req.topics:
             try:
                 info = self.store.topic(name)
+                if name in INTERNAL_TOPICS:
+                    raise InvalidTopicError(f"{name} is an internal topic and cannot be deleted")
                 self.store.delete_topic(name)
                 log.info("deleted topic %s", name)
                 for p in range(info.partitions):
@@ -184,6 +193,30 @@ class Handlers:
                 out.append(m.TopicConfigs(name=name, error_code=error_code(exc), error_message=str(exc)))
         return m.DescribeConfigsResponse(topics=tuple(out), correlation_id=req.correlation_id)
 
+    def alter_configs(self, req: m.AlterConfigsRequest) -> m.AlterConfigsResponse:
+        results = []
+        for t in req.topics:
+            try:
+                self.store.alter_config(t.name, dict(t.configs), validate_only=req.validate_only)
+                if not req.validate_only:
+                    log.info("altered the config of topic %s: %s", t.name, dict(t.configs))
+                results.append(m.TopicResult(name=t.name))
+            except (ApiError, StorageError) as exc:
+                results.append(m.TopicResult(name=t.name, error_code=error_code(exc), error_message=str(exc)))
+        return m.AlterConfigsResponse(topics=tuple(results), correlation_id=req.correlation_id)
+
+    # ------------------------------------------------------------ producer ids
+
+    def init_producer_id(self, req: m.InitProducerIdRequest) -> m.InitProducerIdResponse:
+        try:
+            if req.transactional_id is not None:
+                raise InvalidRequestError("transactions are not supported; send transactional_id nil")
+            pid, epoch = self.store.producer_ids.init_producer(req.producer_id, req.producer_epoch)
+        except (ApiError, StorageError, OSError) as exc:
+            code = int(ErrorCode.STORAGE_ERROR) if isinstance(exc, OSError) else error_code(exc)
+            return m.InitProducerIdResponse(error_code=code, correlation_id=req.correlation_id)
+        return m.InitProducerIdResponse(producer_id=pid, producer_epoch=epoch, correlation_id=req.correlation_id)
+
     # ------------------------------------------------------------ produce
 
     def produce(self, req: m.ProduceRequest) -> Result:
@@ -194,6 +227,8 @@ class Handlers:
         flush_due = []  # logs that reached their topic's flush.messages
         for p in req.partitions:
             try:
+                if p.topic in INTERNAL_TOPICS:
+                    raise InvalidTopicError(f"{p.topic} is an internal topic: only the broker writes to it")
                 if not self._auto_create(p.topic):
                     raise UnknownTopicOrPartitionError()
                 plog = self.store.partition(p.topic, p.partition)
@@ -307,7 +342,7 @@ class Handlers:
         try:
             while True:
                 remaining = deadline - loop.time()
-                if remaining <= 0 or not await watch.wait(remaining):
+                if remaining <= 0 or self.closing or not await watch.wait(remaining):
                     break
                 watch.close()
                 watch = self.waiters.watch(keys)  # re-arm before reading again

@@ -116,7 +116,7 @@ class BrokerProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        self._maybe_resume()
+        self._drain()
 
     def _pause_reading(self) -> None:
         if not self.read_paused and self.transport is not None and not self.closed:
@@ -223,7 +223,7 @@ class BrokerProtocol(asyncio.Protocol):
         self._enqueue(request.API_KEY, request.correlation_id, result)
 
     def _enqueue(self, api_key: int, corr_id: int, response: Any) -> None:
-        if not self.slots:
+        if not self.slots and not self.write_paused:
             self._send(response)
         else:
             self.slots.append((api_key, corr_id, response))
@@ -233,7 +233,10 @@ class BrokerProtocol(asyncio.Protocol):
 
     def _drain(self) -> None:
         slots = self.slots
-        while slots:
+        # While the transport is over its high-water mark, responses wait here
+        # (file ranges, not bytes), so a client that stops reading costs at most
+        # one response beyond the mark, however many requests it pipelined.
+        while slots and not self.write_paused:
             api_key, corr_id, item = slots[0]
             if isinstance(item, asyncio.Future):
                 if not item.done():
@@ -329,10 +332,10 @@ class Broker:
         if not self.store.was_clean:
             log.warning("previous shutdown was not clean: logs recovered")
         flusher = GroupCommitFlusher()
-        self.groups = GroupHandlers(cfg, self.store, flusher, port=lambda: self.port)
+        self.groups = GroupHandlers(cfg, self.store, flusher, port=lambda: cfg.advertised_port or self.port)
         self.handlers = Handlers(
-            cfg, self.store, waiters=LogWaiters(), flusher=flusher, port=lambda: self.port,
-            groups=self.groups,
+            cfg, self.store, waiters=LogWaiters(), flusher=flusher,
+            port=lambda: cfg.advertised_port or self.port, groups=self.groups,
         )
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
@@ -379,6 +382,8 @@ class Broker:
             return
         server, self.server = self.server, None
         server.close()
+        self.handlers.closing = True
+        self.handlers.waiters.notify_all()
         for conn in list(self.connections):
             conn.stop_reading()
         self.groups.close()  # answers JoinGroup/SyncGroup requests still waiting
@@ -419,8 +424,10 @@ def run(config: BrokerConfig) -> None:
 
     async def main() -> None:
         broker = Broker(config)
-        await broker.start()
+        # before start(): a signal right after the "ready" line must already
+        # mean a graceful shutdown
         broker.install_signal_handlers()
+        await broker.start()
         await broker.serve_forever()
 
     if uvloop is not None:

@@ -602,14 +602,64 @@ class OffsetDeleteResponse(Message):
     partitions: tuple[OffsetDeletePartitionResponse, ...] = ()
 
 
+# ---------------------------------------------------------------- producer ids
+
+
+@_msg
+class InitProducerIdRequest(Message):
+    """Ask for a producer id and epoch for an idempotent producer.
+
+    A new producer sends producer_id=-1. A producer that already has an id and
+    wants to continue after an error may send it back with its epoch; the
+    broker answers the same id with the epoch bumped, fencing older instances.
+    """
+
+    API_KEY: ClassVar[int] = 22
+    transactional_id: str | None = None
+    transaction_timeout_ms: int = 60000
+    producer_id: int = -1
+    producer_epoch: int = -1
+
+
+@_msg
+class InitProducerIdResponse(Message):
+    API_KEY: ClassVar[int] = 22
+    IS_RESPONSE: ClassVar[bool] = True
+    error_code: int = 0
+    producer_id: int = -1
+    producer_epoch: int = -1
+
+
+# ---------------------------------------------------------------- topic configs
+
+
+@_msg
+class AlterConfigsTopic:
+    """Changes to one topic's settings; a value of None resets it to the broker default."""
+
+    name: str
+    configs: dict[str, str | None] = field(default_factory=dict)
+
+
+@_msg
+class AlterConfigsRequest(Message):
+    API_KEY: ClassVar[int] = 33
+    topics: tuple[AlterConfigsTopic, ...] = ()
+    validate_only: bool = False
+
+
+@_msg
+class AlterConfigsResponse(Message):
+    API_KEY: ClassVar[int] = 33
+    IS_RESPONSE: ClassVar[bool] = True
+    topics: tuple[TopicResult, ...] = ()
+
+
 # ---------------------------------------------------------------- registry
 
 # API keys the protocol reserves for messages that later versions define
 # (Kafka's numbers); a broker answers them with UNSUPPORTED_VERSION until then.
-RESERVED_API_KEYS = {
-    22: "InitProducerId",
-    33: "AlterConfigs",
-}
+RESERVED_API_KEYS: dict[int, str] = {}
 
 REQUESTS: dict[int, type[Message]] = {}
 RESPONSES: dict[int, type[Message]] = {}

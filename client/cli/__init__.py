@@ -8,7 +8,6 @@ commands never import the broker.
 from __future__ import annotations
 
 import importlib
-import os
 
 import click
 

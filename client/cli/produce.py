@@ -17,7 +17,7 @@ def _acks(value: str):
 @click.argument("topic")
 @click.option("-k", "--key-separator", default=None,
               help="Split each line at the first SEP into key and value (e.g. ':').")
-@click.option("--acks", type=click.Choice(["0", "1", "all", "-1"]), default="1", show_default=True,
+@click.option("--acks", type=click.Choice(["0", "1", "all", "-1"]), default="all", show_default=True,
               help="0: fire and forget; 1: the broker appended it; all: appended and fsynced.")
 @click.option("-p", "--partition", type=click.IntRange(min=0), default=None,
               help="Send every message to this partition (default: by key, or sticky).")

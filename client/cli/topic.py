@@ -62,13 +62,15 @@ def create(ctx: Context, names, partitions, replicas, configs, dry_run, as_json)
 
 
 @topic.command("list")
+@click.option("-i", "--internal", is_flag=True, help="Also list internal topics (__consumer_offsets).")
 @json_option
 @pass_ctx
 @translate_errors
-def list_(ctx: Context, as_json) -> None:
+def list_(ctx: Context, internal, as_json) -> None:
     """List topics with their partition counts."""
     with _admin(ctx) as admin:
-        described = admin.describe_topics(admin.list_topics())
+        names = [n for n in admin.list_topics() if internal or not n.startswith("__")]
+        described = admin.describe_topics(names) if names else []
     if as_json:
         print_json([{"topic": t.name, "partitions": t.num_partitions} for t in described])
         return

@@ -226,3 +226,45 @@ def test_thousand_connections_stay_responsive(broker):
     finally:
         for c in clients:
             c.close()
+
+
+def _rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_stalled_consumer_does_not_delay_others_or_grow_memory(broker):
+    chunk = batch.build_batch([os.urandom(1000) for _ in range(1000)])  # ~1 MB batches
+    with RawClient(broker.host, broker.port) as p:
+        for _ in range(20):
+            assert produce_raw(p, "big", chunk).error_code == 0
+    rss_before = _rss_kb(broker.proc.pid)
+    stalled = RawClient(broker.host, broker.port)
+    stalled.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        # 64 pipelined fetches of 20 MB each that it never reads: 1.3 GB if buffered
+        for _ in range(64):
+            stalled.send(m.FetchRequest(max_bytes=20_000_000, partitions=(
+                m.FetchPartition("big", 0, 0, max_bytes=20_000_000),), correlation_id=stalled.next_id()))
+        with RawClient(broker.host, broker.port) as other:
+            for i in range(20):
+                started = time.monotonic()
+                assert produce(other, "side", [b"%d" % i]).error_code == 0
+                assert len(fetch(other, "side", i).records) > 0
+                assert time.monotonic() - started < 5
+        growth_mb = (_rss_kb(broker.proc.pid) - rss_before) / 1024
+        assert growth_mb < 120, f"broker grew by {growth_mb:.0f} MB for one stalled client"
+    finally:
+        stalled.close()
+
+
+def test_internal_topic_is_read_only_for_clients(broker):
+    with RawClient(broker.host, broker.port) as c:
+        assert produce(c, "__consumer_offsets", [b"x"]).error_code == ErrorCode.INVALID_TOPIC
+        resp = c.request(m.DeleteTopicsRequest(topics=("__consumer_offsets",), correlation_id=c.next_id()))
+        assert resp.topics[0].error_code == ErrorCode.INVALID_TOPIC
+        meta = c.request(m.MetadataRequest(topics=None, correlation_id=c.next_id()))
+        assert [t.name for t in meta.topics if t.internal] == ["__consumer_offsets"]
