@@ -188,6 +188,11 @@ class Cluster:
             request_timeout=self.request_timeout, **kwargs,
         ))
 
+    def open_connection(self, node_id: int) -> AsyncConnection | None:
+        """The open connection to broker ``node_id``, or None (no waiting, no connecting)."""
+        conn = self._conns.get(node_id)
+        return conn if conn is not None and not conn.closed else None
+
     async def connection(self, node_id: int) -> AsyncConnection:
         """The open connection to broker ``node_id``, connecting if needed.
 

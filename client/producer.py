@@ -48,12 +48,74 @@ def to_bytes(data: Any, what: str) -> bytes | None:
     )
 
 
+MAX_IDEMPOTENT_IN_FLIGHT = 5  # the broker remembers the last five batches per producer and partition
+
+
+def resolve_idempotence(enable_idempotence: "bool | None", acks: int, retries: int,
+                        max_in_flight: int) -> bool:
+    """Whether the producer is idempotent (see ``AsyncProducer``); ValueError on a conflict.
+
+    None (the default) means on unless acks=0, retries=0 or more than five
+    requests in flight say otherwise; True insists (a conflict raises); False
+    is off.
+    """
+    conflicts = []
+    if acks == 0:
+        conflicts.append("acks=0 (no answers, so nothing to number or retry)")
+    if retries < 1:
+        conflicts.append("retries=0")
+    if max_in_flight > MAX_IDEMPOTENT_IN_FLIGHT:
+        conflicts.append(f"max_in_flight_requests_per_connection={max_in_flight} (at most "
+                         f"{MAX_IDEMPOTENT_IN_FLIGHT})")
+    if enable_idempotence is None:
+        return not conflicts
+    if enable_idempotence and conflicts:
+        raise ValueError("enable_idempotence=True conflicts with " + " and ".join(conflicts))
+    return bool(enable_idempotence)
+
+
 class AsyncProducer:
     """Sends records to Ferry from asyncio code. Mirrors aiokafka's AIOKafkaProducer.
 
     ``await start()`` connects (NoBrokersAvailable if no broker answers),
     ``await send(...)`` returns an awaitable RecordFuture, ``await stop()``
     delivers what is buffered and closes. Also an async context manager.
+
+    Delivery guarantees (as in Kafka 3.x). ``acks`` is how much the broker
+    must do before it answers: "all" (-1, the default) means the record is
+    fsynced, 1 that it was appended (in the page cache), 0 that no answer is
+    awaited at all. acks=1 is faster; with it, as with "all", retries cannot
+    duplicate records: the producer is *idempotent* by default.
+
+    Idempotence (``enable_idempotence``): the producer gets a producer id from
+    the broker and numbers its batches per partition, so the broker writes a
+    retried batch only once (answering a repeat with the original offsets)
+    and never out of order, with up to five batches in flight per partition.
+    Records of one partition are then delivered exactly once and in send
+    order, across lost connections, timeouts and broker restarts, as long as
+    they are delivered within ``delivery_timeout_ms`` (a record whose future
+    failed may or may not be in the log).
+
+    - ``None`` (the default): on, unless the configuration conflicts with it
+      (acks=0, retries=0, or max_in_flight_requests_per_connection above 5),
+      which turns it off silently. If the broker does not support idempotent
+      producers, the producer logs a warning and sends without.
+    - ``True``: on; a conflicting configuration raises ValueError, and a
+      broker without support fails every record with UnsupportedVersionError.
+    - ``False``: off. Retries may then duplicate records, and with more than
+      one request in flight reorder them.
+
+    ``enable_idempotence`` reads back the effective setting (True or False).
+    If another producer takes over the producer id (PRODUCER_FENCED) the
+    producer is unusable: every incomplete record fails with the error.
+
+    Retries: a batch that fails with a lost connection, a timeout or a
+    retriable error code is sent again after ``retry_backoff_ms``, up to
+    ``retries`` times, and the producer reconnects (refreshing metadata)
+    every ``retry_backoff_ms`` while a broker is unreachable. A record's
+    future fails once ``delivery_timeout_ms`` has passed since its batch was
+    created (a batch waiting for an answer first gets it, or
+    ``request_timeout_ms`` runs out).
     """
 
     def __init__(
@@ -61,7 +123,7 @@ class AsyncProducer:
         *,
         bootstrap_servers: "str | Iterable[str]" = "localhost:9092",
         client_id: str | None = None,
-        acks: "int | str" = 1,
+        acks: "int | str" = "all",
         linger_ms: float = 5,
         batch_size: int = 65536,
         buffer_memory: int = 33554432,
@@ -77,13 +139,15 @@ class AsyncProducer:
         max_request_size: int = 1048576,
         max_in_flight_requests_per_connection: int = 5,
         metadata_max_age_ms: int = 300000,
-        enable_idempotence: bool = False,
+        enable_idempotence: bool | None = None,
     ) -> None:
-        if enable_idempotence:
-            raise ValueError("enable_idempotence is not supported yet")
         if max_in_flight_requests_per_connection < 1:
             raise ValueError("max_in_flight_requests_per_connection must be at least 1")
+        if retries < 0:
+            raise ValueError("retries must be at least 0")
         self.acks = parse_acks(acks)
+        self.enable_idempotence = resolve_idempotence(
+            enable_idempotence, self.acks, retries, max_in_flight_requests_per_connection)
         self.compression = Compression.parse(compression_type)
         self.client_id = client_id or "ferry-producer"
         self._key_serializer = key_serializer
@@ -107,6 +171,7 @@ class AsyncProducer:
             request_timeout_ms=request_timeout_ms, delivery_timeout_ms=delivery_timeout_ms,
             max_request_size=max_request_size,
             max_in_flight=max_in_flight_requests_per_connection,
+            idempotent=self.enable_idempotence, idempotence_required=bool(enable_idempotence),
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_ident: int | None = None

@@ -39,6 +39,7 @@ class ProducerBatch:
         "topic", "partition", "values", "keys", "timestamps", "headers", "timestamp",
         "capacity", "room", "plain", "created", "sealed", "data", "attempts", "done",
         "base_offset", "log_append_time", "error", "event", "_afut", "_callbacks",
+        "producer_id", "producer_epoch", "sequence", "ordinal", "maybe_written", "last_error",
     )
 
     def __init__(self, topic: str, partition: int, now: float, batch_size: int = 1 << 30) -> None:
@@ -62,6 +63,15 @@ class ProducerBatch:
         self.event = threading.Event()
         self._afut: asyncio.Future | None = None
         self._callbacks: list | None = None
+        # idempotence (set by the sender): the producer identity and base
+        # sequence the batch is encoded with, whether an attempt may have been
+        # written without the producer learning so, and the last attempt's error
+        self.producer_id = -1
+        self.producer_epoch = -1
+        self.sequence = -1
+        self.ordinal = -1  # the sender's count of numbered batches of the partition
+        self.maybe_written = False
+        self.last_error: BaseException | None = None
 
     @property
     def size(self) -> int:
@@ -97,14 +107,26 @@ class ProducerBatch:
         return f"<ProducerBatch {self.topic}/{self.partition} records={len(self.values)} size={self.size}>"
 
     def encode(self, compression) -> bytes:
-        """The wire bytes (built once; retries resend the same bytes)."""
+        """The wire bytes (built once; retries resend the same bytes).
+
+        An idempotent batch carries its producer id, epoch and base sequence
+        in the header; the sender sets them (and clears ``data``) before.
+        """
         if self.data is None:
             self.data = batchcodec.build_batch(
                 self.values, self.keys,
                 self.timestamps if self.timestamps is not None else self.timestamp,
-                self.headers, compression=compression,
+                self.headers, compression=compression, producer_id=self.producer_id,
+                producer_epoch=self.producer_epoch, base_sequence=self.sequence,
             )
         return self.data
+
+    def set_sequence(self, producer_id: int, producer_epoch: int, sequence: int) -> None:
+        """Number the batch for an idempotent producer (drops bytes already built)."""
+        self.producer_id = producer_id
+        self.producer_epoch = producer_epoch
+        self.sequence = sequence
+        self.data = None
 
     # ------------------------------------------------------------ completion
 

@@ -2,19 +2,65 @@
 
 Theory of operation
 -------------------
-The task drains sealed batches from the accumulator, groups them per leader
-into ProduceRequests of at most ``max_request_size`` bytes (one batch per
-partition per request, so each batch gets its own base offset, oldest batch
-of each partition first), writes them with up to
-``max_in_flight_requests_per_connection`` awaiting answers per broker, and
-completes each batch from its partition's answer.
+The task drains sealed batches from the accumulator into one queue per
+partition (``_Partition.queue``, oldest first) and sends from the heads of
+those queues: per leader, requests of at most ``max_request_size`` bytes with
+at most one batch per partition (so each batch gets its own base offset), and
+at most ``max_in_flight_requests_per_connection`` requests awaiting answers
+per broker. A batch leaves its queue only when its request is written to an
+open connection; while a leader is unknown or unreachable its batches wait in
+their queues (the connection is retried every ``retry_backoff_ms`` and the
+metadata refreshed) until they are sent or their ``delivery_timeout_ms`` runs
+out. Each batch is completed from its partition's answer.
 
-Retriable errors (lost connection, timeout, stale leader, unknown partition
-right after auto-creation ...) put the batch back, after ``retry_backoff_ms``,
-ahead of newer batches of its partition, up to ``retries`` times and while the
-batch is younger than ``delivery_timeout_ms``; errors that mean the metadata is
-stale also ask for a refresh. Other errors fail the batch with the protocol's
-exception class for the code (``ApiError.for_code``).
+Retries. A failed attempt (lost connection, timeout, a retriable error code
+such as NOT_LEADER_OR_FOLLOWER) puts the batch back at the front of its queue
+in its original order and *stalls* the partition: nothing more of it is sent
+until every attempt of it still on the wire has been answered and
+``retry_backoff_ms`` has passed; then its queue is sent again from the front,
+in order. A batch is retried up to ``retries`` times and while it is younger
+than ``delivery_timeout_ms``; errors that mean the metadata is stale also ask
+for a refresh. Other errors fail the batch with the protocol's exception class
+for the code (``ApiError.for_code``).
+
+Idempotence (``idempotent=True``). At start the sender asks a broker for a
+producer id and epoch (InitProducerId). A batch is given its partition's next
+sequence number when it is first sent (``build_batch(producer_id=,
+producer_epoch=, base_sequence=)``; sequences wrap at 2^31), and a retry
+re-sends exactly the same bytes. A partition numbers at most ``max_in_flight``
+batches (at most five) from its oldest unacknowledged one on (``unacked``), so
+the broker, which remembers the last five batches of each producer and
+partition, recognises any retry of one that was already written and answers
+it with the original offsets and no error. The broker refuses a batch whose sequence does
+not follow the last one it wrote (OUT_OF_ORDER_SEQUENCE_NUMBER); so when one
+batch fails, the later batches of its partition that were in flight are
+refused too, and with them retried from the front, in sequence order, after
+the earlier one, nothing is ever reordered or written twice. That refusal (or
+UNKNOWN_PRODUCER_ID) is retriable while an earlier batch of the partition is
+unacknowledged.
+
+When the sequence chain of a partition breaks (a numbered batch failed for
+good: retries or delivery_timeout_ms ran out, or a non-retriable error; or the
+broker refuses the *first* unacknowledged batch as out of order or from an
+unknown producer, i.e. it lost data or state it had acknowledged), the
+partition is *reset* before it sends again: once none of its attempts is on
+the wire, batches that may already have been written (an attempt ended
+without an answer) are first re-sent as they are until the broker says
+whether it has them (DUPLICATE: delivered; out of order: not written); then
+the producer moves to a new epoch (InitProducerId with its current id and
+epoch, once for all the partitions that need it; if the broker refuses the
+bump, e.g. because the answer to an earlier try was lost, a new producer id
+at epoch 0 does as well) and the partition's
+remaining batches, none of them in the log, are renumbered from sequence 0
+under it. A batch that may have been written and cannot be asked about any
+more (its partition refuses the old epoch) fails rather than risk a
+duplicate. Other partitions keep their epoch until they have no
+unacknowledged batch, then start at sequence 0 under the new one (the broker
+fences epochs per partition, as Kafka does).
+
+INVALID_PRODUCER_EPOCH for the current epoch, or PRODUCER_FENCED, means
+another producer took over the id: that is fatal. Every batch still
+incomplete, and every later one, fails with the error; close the producer.
 """
 
 from __future__ import annotations
@@ -22,12 +68,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict, deque
-from functools import partial
+from collections import deque
 
 from protocol.batch import Compression
-from protocol.errors import ApiError, ErrorCode, NetworkError
-from protocol.messages import ProducePartition, ProduceRequest
+from protocol.errors import (
+    ApiError,
+    ErrorCode,
+    NetworkError,
+    OutOfOrderSequenceNumberError,
+    ProducerFencedError,
+    UnsupportedVersionError,
+)
+from protocol.messages import InitProducerIdRequest, ProducePartition, ProduceRequest
 
 from .accumulator import ProducerBatch, RecordAccumulator
 from .cluster import Cluster
@@ -35,12 +87,68 @@ from .errors import FerryTimeoutError, NoBrokersAvailable
 
 log = logging.getLogger(__name__)
 
+SEQUENCE_MOD = 1 << 31
+MAX_EPOCH = (1 << 15) - 1
+NEVER = float("inf")
+
 _STALE_METADATA = {
     ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
     ErrorCode.NOT_LEADER_OR_FOLLOWER,
     ErrorCode.LEADER_NOT_AVAILABLE,
     ErrorCode.NETWORK_EXCEPTION,
 }
+# answers after which the batch may be in the log all the same
+_IN_DOUBT = {
+    ErrorCode.UNKNOWN_SERVER_ERROR,
+    ErrorCode.REQUEST_TIMED_OUT,
+    ErrorCode.NETWORK_EXCEPTION,
+    ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    ErrorCode.STORAGE_ERROR,
+}
+# the broker checked the sequence and did not write the batch
+_SEQUENCE_REFUSED = {ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER, ErrorCode.UNKNOWN_PRODUCER_ID}
+
+
+class _Partition:
+    """One partition's batches on their way: queued, on the wire, unacknowledged."""
+
+    __slots__ = ("tp", "queue", "inflight", "unacked", "stalled", "retry_at", "reset",
+                 "resolved_by", "epoch_refused", "producer_id", "producer_epoch", "next_seq",
+                 "numbered")
+
+    def __init__(self, tp: tuple[str, int]) -> None:
+        self.tp = tp
+        self.queue: deque[ProducerBatch] = deque()  # not on the wire; numbered ones first, in order
+        self.inflight = 0  # attempts on the wire
+        self.unacked: deque[ProducerBatch] = deque()  # numbered, not completed, in sequence order
+        self.stalled = False  # an attempt failed: resend from the front once nothing is in flight
+        self.retry_at = 0.0
+        self.reset = False  # the sequence chain broke: renumber under a new epoch first
+        # a batch numbered after this ordinal being acknowledged shows the chain
+        # is whole after all (the batch that failed had been written)
+        self.resolved_by = NEVER
+        self.epoch_refused = False  # the broker refused this partition's epoch as stale
+        self.producer_id = -1  # identity of the numbered batches
+        self.producer_epoch = -1
+        self.next_seq = 0
+        self.numbered = 0  # batches numbered so far: the next one's ordinal
+
+    def number(self, b: ProducerBatch) -> None:
+        """Give ``b`` the next sequence under the partition's producer id and epoch."""
+        seq = self.next_seq
+        b.set_sequence(self.producer_id, self.producer_epoch, seq)
+        b.ordinal = self.numbered
+        self.numbered += 1
+        self.next_seq = (seq + len(b.values)) % SEQUENCE_MOD
+        self.unacked.append(b)
+
+    def broken(self, resolved_by: float) -> None:
+        """The chain broke; an ack of a batch numbered after ``resolved_by`` mends it."""
+        if not self.reset:
+            self.reset = True
+            self.resolved_by = resolved_by
+        else:
+            self.resolved_by = max(self.resolved_by, resolved_by)
 
 
 class Sender:
@@ -49,7 +157,8 @@ class Sender:
     def __init__(
         self, cluster: Cluster, accumulator: RecordAccumulator, *, acks: int, compression: Compression,
         retries: int, retry_backoff_ms: int, request_timeout_ms: int, delivery_timeout_ms: int,
-        max_request_size: int, max_in_flight: int,
+        max_request_size: int, max_in_flight: int, idempotent: bool = False,
+        idempotence_required: bool = False,
     ) -> None:
         self.cluster = cluster
         self.acc = accumulator
@@ -61,204 +170,496 @@ class Sender:
         self.delivery_timeout = delivery_timeout_ms / 1000
         self.max_request_size = max_request_size
         self.max_in_flight = max_in_flight
+        self.idempotent = idempotent
+        self.idempotence_required = idempotence_required  # explicit: no fallback if unsupported
+        self.producer_id = -1
+        self.producer_epoch = -1
+        self.fatal: BaseException | None = None
         self.wake = asyncio.Event()
-        self._semaphores: dict[int, asyncio.Semaphore] = {}
-        # partitions with batches waiting out a retry backoff: newer batches of
-        # the same partition queue behind them, so order survives a retry
-        self._held: dict[tuple[str, int], list[ProducerBatch]] = {}
+        self._parts: dict[tuple[str, int], _Partition] = {}
+        self._active: dict[tuple[str, int], _Partition] = {}  # those with queued batches
+        self._node_inflight: dict[int, int] = {}
+        self._node_retry_at: dict[int, float] = {}
+        self._node_error: dict[int, BaseException] = {}
+        self._connecting: dict[int, asyncio.Task] = {}
+        self._id_task: asyncio.Task | None = None
         self._task: asyncio.Task | None = None
+        self._stopped = False
+        cluster.add_listener(self.wake.set)
+
+    # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
+        if self.idempotent:
+            self._init_producer_id()
         self._task = asyncio.create_task(self._run(), name="ferry-sender")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        self._stopped = True
+        for task in (self._task, self._id_task, *self._connecting.values()):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):
+                    pass
+
+    @property
+    def has_producer_id(self) -> bool:
+        return self.producer_id >= 0
 
     async def _run(self) -> None:
         acc = self.acc
         while True:
             self.wake.clear()
             batches, next_due = acc.drain()
-            if batches:
-                try:
-                    await self._send_ready(batches)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # a bug here must not strand the batches
-                    log.exception("producer sender failed")
-                    for b in batches:
-                        if not b.done:
-                            acc.completed(b, error=exc)
+            parts = self._parts
+            active = self._active
+            for b in batches:
+                tp = (b.topic, b.partition)
+                st = parts.get(tp)
+                if st is None:
+                    st = parts[tp] = _Partition(tp)
+                st.queue.append(b)
+                active[tp] = st
+            try:
+                timer = await self._dispatch()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug here must not strand the batches
+                log.exception("producer sender failed")
+                self._fail_queued(exc)
+                timer = None
+            if timer is not None and (next_due is None or timer < next_due):
+                next_due = timer
+            if self.wake.is_set():
                 continue
             if next_due is None:
                 await self.wake.wait()
             else:
                 try:
-                    async with asyncio.timeout(next_due):
+                    async with asyncio.timeout(max(next_due, 0.001)):
                         await self.wake.wait()
                 except TimeoutError:
                     pass
 
-    async def _send_ready(self, batches: list[ProducerBatch]) -> None:
-        meta = self.cluster.metadata
+    # ------------------------------------------------------------ sending
+
+    async def _dispatch(self) -> float | None:
+        """Send what may go now; returns seconds until something waiting is due, or None."""
+        if not self._active:
+            return None
+        if self.fatal is not None:
+            self._fail_queued(self.fatal)
+            return None
         now = time.monotonic()
-        # node -> partition -> its batches, oldest first
-        by_node: dict[int, dict[tuple[str, int], deque[ProducerBatch]]] = defaultdict(dict)
-        no_leader: list[ProducerBatch] = []
-        for b in batches:
-            tp = (b.topic, b.partition)
-            held = self._held.get(tp)
-            if held is not None:
-                held.append(b)
+        due: float | None = None
+        if self.idempotent and not self.has_producer_id:  # still asking for one
+            for st in list(self._active.values()):
+                expiry = self._expire_queued(now, st)
+                if expiry is not None and (due is None or expiry < due):
+                    due = expiry
+            return due
+        meta = self.cluster.metadata
+        by_node: dict[int, list[_Partition]] = {}
+        for tp, st in list(self._active.items()):
+            expiry = self._expire_queued(now, st)
+            if not st.queue:  # a pending reset waits for the partition's next batch
+                del self._active[tp]
                 continue
-            if now - b.created > self.delivery_timeout:
-                self._expire(b)
-                continue
-            leader = meta.leader_for(b.topic, b.partition)
+            if expiry is not None and (due is None or expiry < due):
+                due = expiry
+            if st.stalled:
+                if st.inflight:
+                    continue  # the answers wake us
+                if st.retry_at > now:
+                    wait = st.retry_at - now
+                    if due is None or wait < due:
+                        due = wait
+                    continue
+            leader = meta.leader_for(tp[0], tp[1])
             if leader is None:
-                no_leader.append(b)
+                self.cluster.request_update()
+                if due is None or self.retry_backoff < due:
+                    due = self.retry_backoff
                 continue
-            queues = by_node[leader]
-            q = queues.get(tp)
-            if q is None:
-                q = queues[tp] = deque()
-            q.append(b)
-        if no_leader:
-            self.cluster.request_update()
-            self._hold(no_leader)
-        for node, queues in by_node.items():
-            while queues:
-                await self._send_request(node, self._take_request(queues))
+            by_node.setdefault(leader, []).append(st)
+        for node, parts in by_node.items():
+            wait = await self._send_to_node(node, parts, now)
+            if wait is not None and (due is None or wait < due):
+                due = wait
+        return due
 
-    def _take_request(self, queues: dict[tuple[str, int], deque]) -> list[ProducerBatch]:
-        """A request's worth: the oldest batch of each partition, up to max_request_size
-        bytes (at least one batch). Emptied queues are removed."""
-        group: list[ProducerBatch] = []
-        total = 0
-        for tp in list(queues):
-            q = queues[tp]
-            data = q[0].encode(self.compression)
-            if group and total + len(data) > self.max_request_size:
+    async def _send_to_node(self, node: int, parts: list[_Partition], now: float) -> float | None:
+        conn = self.cluster.open_connection(node)
+        if conn is None:
+            retry_at = self._node_retry_at.get(node, 0.0)
+            if retry_at > now:
+                return retry_at - now
+            if node not in self._connecting:
+                self._connecting[node] = asyncio.ensure_future(self._connect(node))
+            return None
+        inflight = self._node_inflight.get(node, 0)
+        start = 0
+        while inflight < self.max_in_flight and parts:
+            group: list[ProducerBatch] = []
+            total = 0
+            n = len(parts)
+            full = False
+            for i in range(n):
+                st = parts[(start + i) % n]
+                b = self._sendable(st, now)
+                if b is None:
+                    continue
+                data = b.encode(self.compression)
+                if group and total + len(data) > self.max_request_size:
+                    start = (start + i) % n  # the next request begins here
+                    full = True
+                    break
+                st.queue.popleft()
+                st.inflight += 1
+                group.append(b)
+                total += len(data)
+            if not group:
                 break
-            group.append(q.popleft())
-            total += len(data)
-            if not q:
-                del queues[tp]
-        return group
+            if not full:
+                start = 0
+            inflight += 1
+            self._node_inflight[node] = inflight
+            await self._send_request(node, conn, group)
+            inflight = self._node_inflight.get(node, 0)
+            if conn.closed:
+                break
+        return None
 
-    def _semaphore(self, node: int) -> asyncio.Semaphore:
-        sem = self._semaphores.get(node)
-        if sem is None:
-            sem = self._semaphores[node] = asyncio.Semaphore(self.max_in_flight)
-        return sem
+    def _sendable(self, st: _Partition, now: float) -> ProducerBatch | None:
+        """The head of ``st``'s queue if it may be sent now (numbering it), else None."""
+        if st.stalled:
+            if st.inflight or st.retry_at > now:
+                return None
+            if st.reset and not self._reset(st):
+                return None
+            st.stalled = False
+        if not st.queue:
+            return None
+        b = st.queue[0]
+        if self.idempotent and b.sequence < 0:
+            # at most max_in_flight (<= 5) batches numbered from the oldest
+            # unacknowledged one on: so however many of them the broker wrote,
+            # a retry of that one is among the five it remembers
+            if st.unacked and st.numbered - st.unacked[0].ordinal >= self.max_in_flight:
+                return None
+            if st.producer_id != self.producer_id or st.producer_epoch != self.producer_epoch:
+                if st.unacked:
+                    return None  # the old epoch's batches finish first
+                st.producer_id, st.producer_epoch, st.next_seq = self.producer_id, self.producer_epoch, 0
+            st.number(b)
+        return b
 
-    async def _send_request(self, node: int, group: list[ProducerBatch]) -> None:
-        sem = self._semaphore(node)
-        await sem.acquire()
+    async def _send_request(self, node: int, conn, group: list[ProducerBatch]) -> None:
+        request = ProduceRequest(
+            acks=self.acks, timeout_ms=self.request_timeout_ms,
+            partitions=tuple(ProducePartition(b.topic, b.partition, b.data) for b in group),
+        )
         try:
-            conn = await self.cluster.connection(node)
-            request = ProduceRequest(
-                acks=self.acks, timeout_ms=self.request_timeout_ms,
-                partitions=tuple(ProducePartition(b.topic, b.partition, b.data) for b in group),
-            )
             fut = await conn.send(request)
-        except (NetworkError, NoBrokersAvailable) as exc:
-            sem.release()
+        except Exception as exc:
+            self._node_inflight[node] -= 1
             self.cluster.request_update()
-            self._retry_or_fail(group, exc)
-            return
-        except BaseException:
-            sem.release()
-            raise
-        if fut is None:  # acks=0: written is all we will know
-            sem.release()
             for b in group:
+                self._parts[(b.topic, b.partition)].inflight -= 1
+                self._attempt_failed(b, exc, None)
+            return
+        if fut is None:  # acks=0: written is all we will know
+            self._node_inflight[node] -= 1
+            for b in group:
+                self._parts[(b.topic, b.partition)].inflight -= 1
                 self.acc.completed(b)
             return
-        fut.add_done_callback(partial(self._on_response, sem, group))
+        fut.add_done_callback(lambda f: self._on_response(node, group, f))
 
-    def _on_response(self, sem: asyncio.Semaphore, group: list[ProducerBatch], fut: asyncio.Future) -> None:
-        sem.release()
+    async def _connect(self, node: int) -> None:
+        try:
+            await self.cluster.connection(node)
+            self._node_error.pop(node, None)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug("cannot connect to broker %d: %s", node, exc)
+            self._node_error[node] = exc
+            self._node_retry_at[node] = time.monotonic() + self.retry_backoff
+            self.cluster.request_update()
+        finally:
+            self._connecting.pop(node, None)
+            self.wake.set()
+
+    # ------------------------------------------------------------ answers
+
+    def _on_response(self, node: int, group: list[ProducerBatch], fut: asyncio.Future) -> None:
+        self._node_inflight[node] -= 1
+        self.wake.set()
+        parts = self._parts
+        for b in group:
+            parts[(b.topic, b.partition)].inflight -= 1
+        if self._stopped:
+            return
         if fut.cancelled():
-            self._retry_or_fail(group, NetworkError("produce request cancelled"))
+            exc = NetworkError("produce request cancelled")
+            for b in group:
+                self._attempt_failed(b, exc, None)
             return
         exc = fut.exception()
         if exc is not None:
             if isinstance(exc, ApiError) and exc.code in _STALE_METADATA:
                 self.cluster.request_update()
-            self._retry_or_fail(group, exc)
+            elif isinstance(exc, NetworkError):
+                self.cluster.request_update()
+            for b in group:
+                self._attempt_failed(b, exc, None)
             return
         by_tp = {(b.topic, b.partition): b for b in group}
-        retry: list[ProducerBatch] = []
-        last_exc = None
         for p in fut.result().partitions:
             b = by_tp.pop((p.topic, p.partition), None)
             if b is None:
                 continue
-            if p.error_code == 0:
-                self.acc.completed(b, p.base_offset, p.log_append_time)
+            code = p.error_code
+            if code == 0 or code == ErrorCode.DUPLICATE_SEQUENCE_NUMBER:
+                self._succeeded(b, p.base_offset, p.log_append_time)
                 continue
-            cls = ApiError.for_code(p.error_code)
-            exc = cls(f"{p.topic}/{p.partition}: {p.error_message or cls.description}")
-            if p.error_code in _STALE_METADATA:
+            cls = ApiError.for_code(code)
+            err = cls(f"{p.topic}/{p.partition}: {p.error_message or cls.description}")
+            if code in _STALE_METADATA:
                 self.cluster.request_update()
-            if cls.retriable:
-                retry.append(b)
-                last_exc = exc
-            else:
-                self.acc.completed(b, error=exc)
+            self._attempt_failed(b, err, code)
         for b in by_tp.values():  # the broker did not answer for it
-            retry.append(b)
-            last_exc = NetworkError(f"{b.topic}/{b.partition}: missing from the produce response")
-        if retry:
-            self._retry_or_fail(retry, last_exc)
+            self._attempt_failed(b, NetworkError(f"{b.topic}/{b.partition}: missing from the produce response"), None)
 
-    def _retry_or_fail(self, batches: list[ProducerBatch], exc: BaseException) -> None:
+    def _succeeded(self, b: ProducerBatch, base_offset: int, log_append_time: int) -> None:
+        if b.sequence >= 0:
+            st = self._parts[(b.topic, b.partition)]
+            try:
+                st.unacked.remove(b)
+            except ValueError:
+                pass
+            if st.reset and b.ordinal > st.resolved_by:
+                st.reset = False  # the broker took a later batch: the chain is whole
+                st.resolved_by = NEVER
+        self.acc.completed(b, base_offset, log_append_time)
+
+    def _attempt_failed(self, b: ProducerBatch, exc: BaseException, code: int | None) -> None:
+        """One attempt of ``b`` failed: retry it in order, or fail it (``code`` None: no answer)."""
+        if b.done:
+            return
+        b.last_error = exc
+        st = self._parts[(b.topic, b.partition)]
         retriable = isinstance(exc, NoBrokersAvailable) or getattr(exc, "retriable", False)
-        now = time.monotonic()
-        again = []
-        for b in batches:
-            if b.done:
-                continue
-            if not retriable or b.attempts >= self.retries:
+        if b.sequence >= 0:
+            if code is None or code in _IN_DOUBT:
+                b.maybe_written = True
+            elif code in _SEQUENCE_REFUSED:
+                # not in the log: were it, the broker would have answered it as a duplicate
+                b.maybe_written = False
+                if st.unacked and st.unacked[0] is b:
+                    if not st.reset:
+                        log.warning(
+                            "%s/%d: the broker refused the first unacknowledged batch (sequence %d): %s; "
+                            "renumbering the partition under a new epoch", b.topic, b.partition, b.sequence, exc)
+                    st.broken(NEVER)
+                retriable = True
+            elif code == ErrorCode.INVALID_PRODUCER_EPOCH:
+                if (b.producer_id, b.producer_epoch) == (self.producer_id, self.producer_epoch):
+                    self._set_fatal(ProducerFencedError(f"{exc} (the producer's current epoch was fenced)"))
+                    self.acc.completed(b, error=self.fatal)
+                    return
+                st.epoch_refused = True
+                st.broken(NEVER)
+                retriable = True
+            elif code == ErrorCode.PRODUCER_FENCED:
+                self._set_fatal(exc)
                 self.acc.completed(b, error=exc)
-            elif now - b.created > self.delivery_timeout:
-                self._expire(b, exc)
-            else:
-                b.attempts += 1
-                again.append(b)
-        if again:
-            log.debug("retrying %d batch(es) after %s", len(again), exc)
-            self._hold(again)
+                return
+        now = time.monotonic()
+        if not retriable or b.attempts >= self.retries:
+            self._fail(b, exc)
+        elif now - b.created > self.delivery_timeout:
+            self._expire(b, exc)
+        else:
+            b.attempts += 1
+            self._requeue(st, b)
+            st.stalled = True
+            st.retry_at = now + self.retry_backoff
+            self._active[st.tp] = st
+            self.wake.set()
+            log.debug("retrying %s/%d after %s", b.topic, b.partition, exc)
 
-    def _hold(self, batches: list[ProducerBatch]) -> None:
-        """Keep ``batches`` back for retry_backoff_ms, then requeue them in front."""
-        new_tps = []
-        for b in batches:
-            tp = (b.topic, b.partition)
-            held = self._held.get(tp)
-            if held is None:
-                held = self._held[tp] = []
-                new_tps.append(tp)
-            held.append(b)
-        if new_tps:
-            asyncio.get_running_loop().call_later(self.retry_backoff, self._release, new_tps)
+    def _requeue(self, st: _Partition, b: ProducerBatch) -> None:
+        """Put ``b`` back in ``st.queue`` before every batch sent after it."""
+        q = st.queue
+        if b.sequence < 0 or not st.unacked:
+            # unnumbered: retries fail in the order they were sent, so each goes
+            # behind the retries before it and ahead of everything newer
+            i = 0
+            while i < len(q) and q[i].attempts > 0 and q[i] is not b:
+                i += 1
+            q.insert(i, b)
+            return
+        order = {id(x): i for i, x in enumerate(st.unacked)}
+        i = 0
+        pos = order.get(id(b), -1)
+        while i < len(q) and q[i].sequence >= 0 and order.get(id(q[i]), -1) < pos:
+            i += 1
+        q.insert(i, b)
 
-    def _release(self, tps: list[tuple[str, int]]) -> None:
-        out = []
-        for tp in tps:
-            out.extend(self._held.pop(tp, ()))
-        if out:
-            self.acc.reenqueue(out)
+    def _fail(self, b: ProducerBatch, exc: BaseException) -> None:
+        """Complete ``b`` with ``exc``; a numbered batch breaks its partition's chain."""
+        if b.sequence >= 0:
+            st = self._parts[(b.topic, b.partition)]
+            try:
+                st.unacked.remove(b)
+            except ValueError:
+                pass
+            if not b.done:
+                st.broken(b.ordinal)
+                st.stalled = True  # let later attempts in flight answer before renumbering
+                self._active[st.tp] = st
+        self.acc.completed(b, error=exc)
 
     def _expire(self, b: ProducerBatch, cause: BaseException | None = None) -> None:
         why = f" (last error: {cause})" if cause else ""
-        self.acc.completed(b, error=FerryTimeoutError(
+        self._fail(b, FerryTimeoutError(
             f"{len(b)} record(s) for {b.topic}/{b.partition} expired: not delivered within "
             f"delivery_timeout_ms={self.delivery_timeout * 1000:.0f}{why}"
         ))
+
+    def _expire_queued(self, now: float, st: _Partition) -> float | None:
+        """Fail ``st``'s queued batches past delivery_timeout_ms (oldest first);
+        seconds until the next one would be, None if none is queued."""
+        q = st.queue
+        limit = self.delivery_timeout
+        while q:
+            b = q[0]
+            age = now - b.created
+            if age <= limit:
+                return limit - age
+            q.popleft()
+            cause = b.last_error
+            if cause is None and self.idempotent and not self.has_producer_id:
+                cause = self._node_error.get(-1)  # the InitProducerId error
+            if cause is None:
+                leader = self.cluster.metadata.leader_for(b.topic, b.partition)
+                cause = self._node_error.get(leader) if leader is not None else None
+            self._expire(b, cause)
+        return None
+
+    def _fail_queued(self, exc: BaseException) -> None:
+        for st in list(self._active.values()):
+            while st.queue:
+                b = st.queue.popleft()
+                if b.sequence >= 0:
+                    try:
+                        st.unacked.remove(b)
+                    except ValueError:
+                        pass
+                self.acc.completed(b, error=exc)
+        self._active.clear()
+
+    def _set_fatal(self, exc: BaseException) -> None:
+        if self.fatal is None:
+            log.error("the idempotent producer cannot send any more: %s", exc)
+            self.fatal = exc
+        self.wake.set()
+
+    # ------------------------------------------------------------ producer ids and epochs
+
+    def _reset(self, st: _Partition) -> bool:
+        """Renumber ``st`` under a newer epoch (nothing of it in flight). False: not yet."""
+        numbered = [b for b in st.queue if b.sequence >= 0]
+        doubtful = [b for b in numbered if b.maybe_written]
+        if doubtful and not st.epoch_refused:
+            # first ask the broker, with the same bytes, whether it has them
+            return True
+        for b in doubtful:
+            st.queue.remove(b)
+            self._fail_numbered(st, b, b.last_error or OutOfOrderSequenceNumberError(
+                f"{b.topic}/{b.partition}: the batch may have been written under an old epoch"))
+        if (st.producer_id, st.producer_epoch) == (self.producer_id, self.producer_epoch):
+            self._bump_epoch()
+            return False
+        st.producer_id, st.producer_epoch, st.next_seq = self.producer_id, self.producer_epoch, 0
+        st.unacked.clear()
+        for b in st.queue:
+            if b.sequence < 0:
+                break
+            b.maybe_written = False
+            st.number(b)
+        st.reset = False
+        st.resolved_by = NEVER
+        st.epoch_refused = False
+        log.info("%s/%d: sequences restart at 0 under producer %d epoch %d",
+                 st.tp[0], st.tp[1], st.producer_id, st.producer_epoch)
+        return True
+
+    def _fail_numbered(self, st: _Partition, b: ProducerBatch, exc: BaseException) -> None:
+        try:
+            st.unacked.remove(b)
+        except ValueError:
+            pass
+        self.acc.completed(b, error=exc)
+
+    def _bump_epoch(self) -> None:
+        if self._id_task is None or self._id_task.done():
+            self._init_producer_id(self.producer_id, self.producer_epoch)
+
+    def _init_producer_id(self, producer_id: int = -1, epoch: int = -1) -> None:
+        self._id_task = asyncio.ensure_future(self._get_producer_id(producer_id, epoch))
+
+    async def _get_producer_id(self, producer_id: int, epoch: int) -> None:
+        """InitProducerId until it answers (new id: -1, -1; a bump: the current id and epoch)."""
+        if epoch >= MAX_EPOCH:
+            producer_id = epoch = -1
+        while not self._stopped:
+            req = InitProducerIdRequest(producer_id=producer_id, producer_epoch=epoch)
+            try:
+                resp = await self.cluster.send(None, req, self.request_timeout_ms / 1000)
+                if resp.error_code:
+                    raise ApiError.from_code(resp.error_code)
+            except asyncio.CancelledError:
+                raise
+            except UnsupportedVersionError as exc:
+                if self.idempotence_required:
+                    self._set_fatal(UnsupportedVersionError(
+                        "the broker does not support idempotent producers (InitProducerId): "
+                        "pass enable_idempotence=False"))
+                else:
+                    log.warning("the broker does not support idempotent producers (%s): "
+                                "sending without idempotence", exc)
+                    self.idempotent = False
+                    self.wake.set()
+                return
+            except Exception as exc:
+                code = exc.code if isinstance(exc, ApiError) else None
+                if producer_id >= 0 and code in (ErrorCode.INVALID_PRODUCER_ID_MAPPING,
+                                                 ErrorCode.PRODUCER_FENCED,
+                                                 ErrorCode.INVALID_PRODUCER_EPOCH):
+                    # The broker forgot the id, or an earlier try of this bump was
+                    # answered and the answer lost (so this epoch is now stale).
+                    # Without a transactional id nobody else holds the id: a new
+                    # one is as good, and partitions move to it at sequence 0.
+                    log.info("bumping producer %d epoch %d failed (%s): asking for a new id",
+                             producer_id, epoch, exc)
+                    producer_id = epoch = -1
+                    continue
+                if not (isinstance(exc, (NoBrokersAvailable, NetworkError))
+                        or getattr(exc, "retriable", False)):
+                    self._set_fatal(type(exc)(f"InitProducerId failed: {exc}")
+                                    if isinstance(exc, ApiError) else exc)
+                    return
+                self._node_error[-1] = exc
+                log.debug("InitProducerId failed, retrying: %s", exc)
+                await asyncio.sleep(self.retry_backoff)
+                continue
+            self._node_error.pop(-1, None)
+            self.producer_id, self.producer_epoch = resp.producer_id, resp.producer_epoch
+            log.debug("producer id %d epoch %d", self.producer_id, self.producer_epoch)
+            self.wake.set()
+            return

@@ -54,6 +54,14 @@ class Producer:
     answers within request_timeout_ms). Use as a context manager, or call
     ``close()``, so buffered records are delivered; a producer still open at
     interpreter exit gets EXIT_TIMEOUT seconds to deliver them.
+
+    The settings are those of ``AsyncProducer``, whose docstring explains the
+    delivery guarantees. In short: by default acks="all" and the producer is
+    idempotent (retries never duplicate or reorder records of a partition).
+    acks=1 is faster and stays idempotent; acks=0 turns idempotence off
+    (and raises ValueError together with enable_idempotence=True), as do
+    retries=0 and max_in_flight_requests_per_connection above 5.
+    ``enable_idempotence=False`` turns it off.
     """
 
     def __init__(
@@ -61,7 +69,7 @@ class Producer:
         *,
         bootstrap_servers: "str | Iterable[str]" = "localhost:9092",
         client_id: str | None = None,
-        acks: "int | str" = 1,
+        acks: "int | str" = "all",
         linger_ms: float = 5,
         batch_size: int = 65536,
         buffer_memory: int = 33554432,
@@ -77,7 +85,7 @@ class Producer:
         max_request_size: int = 1048576,
         max_in_flight_requests_per_connection: int = 5,
         metadata_max_age_ms: int = 300000,
-        enable_idempotence: bool = False,
+        enable_idempotence: bool | None = None,
     ) -> None:
         configs = dict(locals())
         del configs["self"]
@@ -95,6 +103,8 @@ class Producer:
         self._append = ap._accumulator.append
         self._max_block = max_block_ms / 1000
         self._plain = key_serializer is None and value_serializer is None and partitioner is None
+        self.acks = ap.acks
+        self.enable_idempotence = ap.enable_idempotence
         _open_producers.add(self)
 
     def send(self, topic: str, value=None, key=None, partition: int | None = None,

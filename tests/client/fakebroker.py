@@ -4,8 +4,22 @@ It speaks the real protocol (asyncio server + the sans-IO
 ``Connection(Role.SERVER)``), answers each connection's requests in order, and
 keeps each partition's log as a list of stored batches. Enough for Metadata
 (with auto-creation), Produce, Fetch (with a short long-poll), ListOffsets,
-CreateTopics and DeleteTopics. Tests inject failures with ``hooks``: a callable
-per API key that may return a response, raise, or return None to carry on.
+CreateTopics, DeleteTopics and InitProducerId. Tests inject failures with
+``hooks``: a callable per API key that may return a response, raise, or return
+None to carry on; and with ``after_hooks``: called with the request and the
+response that was computed (so a Produce was already appended), they may
+return another response, ``DROP`` to send no answer at all (the connection
+stays: an answer lost on the way), or raise ``Hangup`` to lose the answer
+with the connection.
+
+Idempotent producers get Kafka's rules (``PartitionLog.check_producer``): per
+producer and partition the epoch and the last five batches; a repeat of one of
+those is answered with its original base offset and error 0, a sequence that
+does not follow with OUT_OF_ORDER_SEQUENCE_NUMBER, an older epoch with
+INVALID_PRODUCER_EPOCH, a newer epoch must start at sequence 0, and an unknown
+producer id with a non-zero sequence gets UNKNOWN_PRODUCER_ID
+(``strict_unknown_producer``; the real broker accepts it, as Kafka 2.5+ does).
+``forget_producers()`` loses that state, as a broker might.
 
 ``FakeBrokerThread`` runs it in its own event loop thread, so blocking
 clients (which own a loop thread of their own) can talk to it.
@@ -34,6 +48,8 @@ from protocol.messages import (
     FetchRequest,
     FetchResponse,
     Handshake,
+    InitProducerIdRequest,
+    InitProducerIdResponse,
     ListOffsetsPartitionResponse,
     ListOffsetsRequest,
     ListOffsetsResponse,
@@ -49,18 +65,73 @@ from protocol.messages import (
 )
 
 
+SEQ_MOD = 1 << 31
+REMEMBERED = 5
+
+
+class ProducerEntry:
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.batches: list[tuple[int, int, int]] = []  # (first_seq, last_seq, base_offset)
+
+
 class PartitionLog:
-    def __init__(self) -> None:
+    def __init__(self, strict_unknown_producer: bool = True) -> None:
         self.batches: list[bytearray] = []  # stored batches, base offsets patched
         self.next_offset = 0
+        self.producers: dict[int, ProducerEntry] = {}
+        self.strict_unknown_producer = strict_unknown_producer
+        self.duplicates = 0  # repeats answered with their original offset
+
+    def check_producer(self, header) -> tuple[int, int]:
+        """(error code, original base offset of a duplicate or -1) for one batch."""
+        pid = header.producer_id
+        if pid < 0:
+            return 0, -1
+        first = header.base_sequence
+        last = (first + header.last_offset_delta) % SEQ_MOD
+        entry = self.producers.get(pid)
+        if entry is None:
+            if first != 0 and self.strict_unknown_producer:
+                return int(ErrorCode.UNKNOWN_PRODUCER_ID), -1
+            return 0, -1
+        if header.producer_epoch < entry.epoch:
+            return int(ErrorCode.INVALID_PRODUCER_EPOCH), -1
+        if header.producer_epoch > entry.epoch:
+            return (0 if first == 0 else int(ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER)), -1
+        for f, l, base in entry.batches:
+            if (f, l) == (first, last):
+                return 0, base
+        if not entry.batches or first != (entry.batches[-1][1] + 1) % SEQ_MOD:
+            return int(ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER), -1
+        return 0, -1
+
+    def _remember(self, header, base: int) -> None:
+        if header.producer_id < 0:
+            return
+        entry = self.producers.get(header.producer_id)
+        if entry is None or entry.epoch != header.producer_epoch:
+            entry = self.producers[header.producer_id] = ProducerEntry(header.producer_epoch)
+        last = (header.base_sequence + header.last_offset_delta) % SEQ_MOD
+        entry.batches.append((header.base_sequence, last, base))
+        del entry.batches[:-REMEMBERED]
 
     def append(self, data) -> int:
+        """Append the batches of ``data``; returns the base offset (the original one
+        for a duplicate). Raises _Refused with the code of a refused batch."""
         base = self.next_offset
         for pos, size in batchcodec.iter_complete(data):
             header = batchcodec.verify(data, pos)
+            code, original = self.check_producer(header)
+            if code:
+                raise _Refused(code)
+            if original >= 0:
+                self.duplicates += 1
+                return original
             stored = bytearray(data[pos : pos + size])
             batchcodec.patch_base_offset(stored, 0, self.next_offset)
             self.batches.append(stored)
+            self._remember(header, self.next_offset)
             self.next_offset += header.last_offset_delta + 1
         return base
 
@@ -86,13 +157,19 @@ class PartitionLog:
 
 
 class FakeBroker:
-    def __init__(self, *, default_partitions: int = 1, auto_create: bool = True, node_id: int = 0) -> None:
+    def __init__(self, *, default_partitions: int = 1, auto_create: bool = True, node_id: int = 0,
+                 strict_unknown_producer: bool = True, idempotence: bool = True) -> None:
         self.default_partitions = default_partitions
         self.auto_create = auto_create
         self.node_id = node_id
+        self.strict_unknown_producer = strict_unknown_producer
+        self.idempotence = idempotence  # False: answer InitProducerId as an old broker would
         self.topics: dict[str, list[PartitionLog]] = {}
         self.configs: dict[str, dict[str, str]] = {}
         self.hooks: dict[int, object] = {}
+        self.after_hooks: dict[int, object] = {}
+        self.next_producer_id = 1000
+        self.producer_epochs: dict[int, int] = {}
         self.requests: list = []
         self.connections: set[asyncio.Transport] = set()
         self.server: asyncio.AbstractServer | None = None
@@ -121,9 +198,16 @@ class FakeBroker:
         for w in list(self.connections):
             w.transport.abort()
 
+    def forget_producers(self) -> None:
+        """Lose every partition's producer state (as a broker that lost its snapshots might)."""
+        for parts in self.topics.values():
+            for log in parts:
+                log.producers.clear()
+
     def create(self, name: str, partitions: int | None = None) -> None:
         if name not in self.topics:
-            self.topics[name] = [PartitionLog() for _ in range(partitions or self.default_partitions)]
+            self.topics[name] = [PartitionLog(self.strict_unknown_producer)
+                                 for _ in range(partitions or self.default_partitions)]
             self.configs[name] = {"retention_ms": "604800000"}
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -149,7 +233,7 @@ class FakeBroker:
                         continue
                     self.requests.append(event)
                     resp = await self._handle(event)
-                    if resp is not None:
+                    if resp is not None and resp is not DROP:
                         writer.write(conn.send(resp))
                         await writer.drain()
                 if not data:
@@ -168,6 +252,19 @@ class FakeBroker:
                 resp = await resp
             if resp is not None:
                 return resp
+        resp = await self._default(req)
+        after = self.after_hooks.get(type(req).API_KEY)
+        if after is not None:
+            changed = after(req, resp)
+            if asyncio.iscoroutine(changed):
+                changed = await changed
+            if changed is not None:
+                return changed
+        return resp
+
+    async def _default(self, req):
+        if isinstance(req, InitProducerIdRequest):
+            return self._init_producer_id(req)
         if isinstance(req, MetadataRequest):
             return self._metadata(req)
         if isinstance(req, ProduceRequest):
@@ -220,6 +317,23 @@ class FakeBroker:
             topics=tuple(out), correlation_id=req.correlation_id,
         )
 
+    def _init_producer_id(self, req: InitProducerIdRequest):
+        if not self.idempotence:
+            return ErrorResponse(api_key=req.API_KEY, error_code=int(ErrorCode.UNSUPPORTED_VERSION),
+                                 correlation_id=req.correlation_id)
+        if req.producer_id < 0:
+            pid, epoch = self.next_producer_id, 0
+            self.next_producer_id += 1
+        else:
+            pid = req.producer_id
+            latest = self.producer_epochs.get(pid, req.producer_epoch)
+            if req.producer_epoch < latest:
+                return InitProducerIdResponse(error_code=int(ErrorCode.PRODUCER_FENCED),
+                                              correlation_id=req.correlation_id)
+            epoch = req.producer_epoch + 1
+        self.producer_epochs[pid] = epoch
+        return InitProducerIdResponse(producer_id=pid, producer_epoch=epoch, correlation_id=req.correlation_id)
+
     def _produce(self, req: ProduceRequest):
         out = []
         for p in req.partitions:
@@ -229,7 +343,11 @@ class FakeBroker:
             if parts is None or p.partition >= len(parts):
                 out.append(ProducePartitionResponse(p.topic, p.partition, int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)))
                 continue
-            base = parts[p.partition].append(p.records)
+            try:
+                base = parts[p.partition].append(p.records)
+            except _Refused as refused:
+                out.append(ProducePartitionResponse(p.topic, p.partition, refused.code))
+                continue
             out.append(ProducePartitionResponse(p.topic, p.partition, base_offset=base))
         self._data.set()
         self._data = asyncio.Event()
@@ -281,6 +399,15 @@ class FakeBroker:
                 off, ts = log.offset_for_time(p.timestamp)
             out.append(ListOffsetsPartitionResponse(p.topic, p.partition, timestamp=ts, offset=off))
         return ListOffsetsResponse(partitions=tuple(out), correlation_id=req.correlation_id)
+
+
+DROP = object()  # an after-hook's answer: send nothing back
+
+
+class _Refused(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 class _Hangup(Exception):
