@@ -12,6 +12,12 @@ it can, with the configured probabilities (from one seeded RNG):
 
 Counters say how many faults were injected, so a test can insist that the
 faults really happened.
+
+The target may be given later (``set_target``): start the proxy first, so its
+port is known, then a broker that advertises that port (``--advertised-port``)
+so that metadata sends clients through the proxy; until a target is set the
+proxy refuses connections by closing them. ``enabled = False`` makes it a
+plain pass-through (say, while a test sets up topics).
 """
 
 from __future__ import annotations
@@ -38,9 +44,12 @@ class Faults:
 
 
 class FaultProxy:
-    def __init__(self, target_host: str, target_port: int, faults: Faults, seed: int = 0) -> None:
-        self.target = (target_host, target_port)
-        self.faults = faults
+    def __init__(self, target_host: str = "127.0.0.1", target_port: int | None = None,
+                 faults: Faults | None = None, seed: int = 0) -> None:
+        self.target: tuple[str, int] | None = None
+        if target_port is not None:
+            self.set_target(target_host, target_port)
+        self.faults = faults if faults is not None else Faults()
         self.rng = random.Random(seed)
         self.port = 0
         self.enabled = True
@@ -52,6 +61,10 @@ class FaultProxy:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def set_target(self, host: str, port: int) -> None:
+        """Forward new connections to ``host:port`` from now on."""
+        self.target = (host, port)
 
     def start(self) -> "FaultProxy":
         self._thread.start()
@@ -77,6 +90,9 @@ class FaultProxy:
 
     async def _handle(self, creader, cwriter) -> None:
         self.faults.counts["connections"] += 1
+        if self.target is None:
+            cwriter.close()
+            return
         try:
             breader, bwriter = await asyncio.open_connection(*self.target)
         except OSError:
