@@ -28,6 +28,7 @@ from protocol.errors import (
     InvalidRequiredAcksError,
     InvalidTopicError,
     UnknownTopicOrPartitionError,
+    UnsupportedVersionError,
 )
 
 from .config import BrokerConfig
@@ -104,7 +105,10 @@ class Handlers:
         group_api = self._group_table.get(type(request))
         if group_api is not None:
             return group_api(request, client or ClientInfo())
-        return self._table[type(request)](request)
+        handler = self._table.get(type(request))
+        if handler is None:
+            raise UnsupportedVersionError(f"this broker does not serve {type(request).__name__}")
+        return handler(request)
 
     # ------------------------------------------------------------ topics
 
