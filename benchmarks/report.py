@@ -78,15 +78,17 @@ def draw_charts(results: dict, directory: Path) -> list[tuple[str, Path]]:
             ax1.plot(xs, [r["records_per_sec"] for r in rows], "s--", color="#8172b3", label="consume")
             ax2.plot(xs, [r["mb_per_sec"] for r in rows], "s--", color="#8172b3", label="consume")
         sizes = sorted({r["size"] for r in produce})
-        for ax, ylabel in ((ax1, "records/s"), (ax2, "MB/s (2^20 bytes)")):
+        ax1.set_yscale("log")  # before the formatters: setting a scale resets them
+        ax1.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        for ax, ylabel in ((ax1, "records/s (log scale)"), (ax2, "MB/s (2^20 bytes)")):
             ax.set_xscale("log")
             ax.set_xticks(sizes, [_size(s) for s in sizes])
             ax.minorticks_off()
             ax.set_xlabel("record size")
             ax.set_ylabel(ylabel)
-            ax.set_ylim(bottom=0)
             ax.grid(True, alpha=0.3)
             ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax2.set_ylim(bottom=0)
         ax1.legend(fontsize=8)
         fig.suptitle("Throughput by record size (1 partition, 1 producer process)")
         fig.text(0.5, 0.005, note, ha="center", fontsize=7, color="gray")

@@ -62,7 +62,7 @@ def median_run(runs: list[dict], key) -> dict:
         return runs[-1]
     chosen = dict(sorted(ok, key=key)[len(ok) // 2])
     if len(runs) > 1:
-        chosen["runs"] = [r.get("records_per_sec") for r in runs]
+        chosen["runs"] = [None if "failed" in r else key(r) for r in runs]  # the figure compared
     return chosen
 
 
@@ -207,7 +207,7 @@ def _fmt_lat(r: dict | None) -> str:
     if "failed" in r:
         return "failed: " + r["failed"][:120]
     lat = r["latency_ms"]
-    return f"{lat['p50']:.2f} / {lat['p99']:.2f}"
+    return f"{lat['p50']:.2f} / {lat['p99']:.2f} (at {r['records_per_sec']:,.0f}/s)"
 
 
 def _ratio(ferry: dict, peer: dict, value) -> str:

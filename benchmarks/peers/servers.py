@@ -151,10 +151,13 @@ def start_rabbitmq() -> Server:
         RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
         RABBITMQ_NODE_PORT=str(amqp_port),
         RABBITMQ_DIST_PORT=str(dist_port),
-        # the Erlang distribution listener too: loopback only
+        # The Erlang distribution listener on loopback only too; and no scheduler
+        # busy-waiting (RabbitMQ's advice for hosts shared with other work), which
+        # would otherwise take CPU from the client processes on a 2-core machine.
         RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=(
             f"-kernel inet_dist_use_interface {{127,0,0,1}} "
-            f"-kernel inet_dist_listen_min {dist_port} -kernel inet_dist_listen_max {dist_port}"
+            f"-kernel inet_dist_listen_min {dist_port} -kernel inet_dist_listen_max {dist_port} "
+            "+sbwt none +sbwtdcpu none +sbwtdio none"
         ),
         RABBITMQ_CONFIG_FILE=str(d / "rabbitmq"),
         RABBITMQ_CONF_ENV_FILE=str(d / "rabbitmq-env.conf"),

@@ -84,7 +84,7 @@ def test_e2e(broker):
 def test_consume_stops_when_the_topic_runs_dry(broker):
     perf_json(broker, "produce", "--topic", "short", "--num-records", "10")
     res = ferry(broker, "perf", "consume", "--topic", "short", "--num-records", "20",
-                "--timeout", "0.5", "--json")
+                "--timeout", "2", "--json")
     assert res.returncode == 1
     assert "only 10 of 20 records arrived" in res.stderr
     assert json.loads(res.stdout)["records"] == 10
