@@ -12,6 +12,8 @@ from protocol.errors import ApiError, UnknownTopicOrPartitionError
 from protocol.messages import (
     EARLIEST,
     LATEST,
+    AlterConfigsRequest,
+    AlterConfigsTopic,
     CreateTopicsRequest,
     DeleteTopicsRequest,
     DescribeConfigsRequest,
@@ -120,6 +122,22 @@ class AsyncAdmin(AsyncGroupAdmin):
         await self.cluster.refresh(None)
         return sorted(self.cluster.metadata.topics())
 
+    async def alter_configs(self, configs: "dict[str, dict[str, str | None]]",
+                            validate_only: bool = False) -> None:
+        """Change topic settings: ``{topic: {name: value}}``; a None value resets
+        the setting to the broker's default. Names are Kafka's (``retention.ms``)
+        or with underscores. Raises e.g. InvalidConfigError or
+        UnknownTopicOrPartitionError for the first topic the broker refused.
+        """
+        topics = tuple(
+            AlterConfigsTopic(name, {str(k): (None if v is None else str(v)) for k, v in changes.items()})
+            for name, changes in configs.items()
+        )
+        resp = await self.cluster.send(self._controller(), AlterConfigsRequest(
+            topics=topics, validate_only=validate_only,
+        ))
+        _raise_results(resp.topics, "alter the config of")
+
     async def describe_configs(self, topics: "str | Iterable[str]") -> dict[str, dict[str, str]]:
         """{topic: {config name: value}}."""
         if isinstance(topics, str):
@@ -208,6 +226,9 @@ class Admin(GroupAdmin):
 
     def describe_configs(self, topics) -> dict[str, dict[str, str]]:
         return self._thread.run(self._admin.describe_configs(topics))
+
+    def alter_configs(self, configs: "dict[str, dict[str, str | None]]", validate_only: bool = False) -> None:
+        return self._thread.run(self._admin.alter_configs(configs, validate_only))
 
     def close(self) -> None:
         if self._closed:

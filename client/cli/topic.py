@@ -111,6 +111,33 @@ def describe(ctx: Context, names, as_json) -> None:
         print_table(["config", "value"], sorted(t.configs.items()))
 
 
+@topic.command("alter-config")
+@click.argument("name")
+@click.argument("settings", nargs=-1, metavar="[KEY=VALUE]...")
+@click.option("--delete", "to_reset", multiple=True, metavar="KEY",
+              help="Reset this setting to the broker's default (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Only validate the change.")
+@pass_ctx
+@translate_errors
+def alter_config(ctx: Context, name, settings, to_reset, dry_run) -> None:
+    """Change a topic's settings; `ferry topic describe` shows the result.
+
+    \b
+    Examples:
+      ferry topic alter-config orders retention.ms=86400000
+      ferry topic alter-config sessions cleanup.policy=compact --delete retention.bytes
+    """
+    changes: dict = dict(parse_configs(settings))
+    changes.update({key: None for key in to_reset})
+    if not changes:
+        raise click.UsageError("give at least one KEY=VALUE or --delete KEY")
+    with _admin(ctx) as admin:
+        admin.alter_configs({name: changes}, validate_only=dry_run)
+    verb = "would alter" if dry_run else "altered"
+    click.echo(f"{verb} topic {name}: " + ", ".join(
+        f"{k}={'(default)' if v is None else v}" for k, v in changes.items()))
+
+
 @topic.command("delete")
 @click.argument("names", nargs=-1, required=True)
 @json_option

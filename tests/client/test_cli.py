@@ -109,3 +109,22 @@ def test_help_lists_commands():
     res = ferry(None, "--help")
     for cmd in ("broker", "produce", "consume", "topic"):
         assert cmd in res.stdout
+
+
+def test_topic_alter_config(broker):
+    assert ferry(broker, "topic", "create", "cfg").returncode == 0
+    res = ferry(broker, "topic", "alter-config", "cfg", "retention.ms=5000", "cleanup_policy=compact")
+    assert res.returncode == 0, res.stderr
+    desc = json.loads(ferry(broker, "topic", "describe", "cfg", "--json").stdout)[0]
+    assert desc["config"]["retention.ms"] == "5000"
+    assert desc["config"]["cleanup.policy"] == "compact"
+    res = ferry(broker, "topic", "alter-config", "cfg", "--delete", "retention.ms")
+    assert res.returncode == 0, res.stderr
+    desc = json.loads(ferry(broker, "topic", "describe", "cfg", "--json").stdout)[0]
+    assert desc["config"]["retention.ms"] == "604800000"
+    res = ferry(broker, "topic", "alter-config", "cfg", "retention.ms=never")
+    assert res.returncode == 1 and "INVALID_CONFIG" in res.stderr
+    res = ferry(broker, "topic", "alter-config", "nope", "retention.ms=1")
+    assert res.returncode == 4, res.stderr
+    res = ferry(broker, "topic", "alter-config", "cfg")
+    assert res.returncode == 2
