@@ -171,6 +171,51 @@ class RecordAccumulator:
         fut.index = index
         return fut
 
+    def fast_send(self, sticky: dict, slow_send: Callable) -> Callable:
+        """A blocking producer's ``send``, with the commonest record inlined.
+
+        A keyless bytes value with no partition, timestamp or headers, bound
+        for the open batch of its topic's sticky partition (``sticky`` maps
+        topic -> partition) when the batch and buffer_memory have room: that
+        is one lock, a list append and a RecordFuture, with no further Python
+        call. Anything else, including a closed accumulator (whose free
+        memory is far below zero), goes to ``slow_send``, which has the same
+        signature and does the checks. Same returns and raises as ``append``.
+        """
+        acquire = self._acquire
+        release = self._release
+        open_batches = self._open
+        sticky_get = sticky.get
+        new = _new_future
+
+        def send(topic, value=None, key=None, partition=None, timestamp_ms=None, headers=None):
+            if (value.__class__ is bytes and key is None and partition is None
+                    and timestamp_ms is None and headers is None):
+                p = sticky_get(topic)
+                if p is not None:
+                    size = RECORD_OVERHEAD + len(value)
+                    acquire()
+                    try:
+                        b = open_batches.get((topic, p))
+                        if b is not None and size <= b.room and size <= self._free and b.plain:
+                            values = b.values
+                            index = len(values)
+                            values.append(value)
+                            room = b.room = b.room - size
+                            self._free -= size
+                            if room < size:  # as in append
+                                self._seal((topic, p), b)
+                                self._signal()
+                            fut = new(RecordFuture)
+                            fut.batch = b
+                            fut.index = index
+                            return fut
+                    finally:
+                        release()
+            return slow_send(topic, value, key, partition, timestamp_ms, headers)
+
+        return send
+
     def _new_batch(self, topic: str, partition: int, full: "ProducerBatch | None") -> "ProducerBatch":
         # called with the lock held
         if full is not None:
