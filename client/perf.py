@@ -67,6 +67,8 @@ from itertools import cycle, islice
 from operator import attrgetter
 from typing import Callable
 
+from .accumulator import DEFAULT_BATCH_SIZE
+
 MAX_LATENCY_SAMPLES = 20_000
 POOL_BYTES = 8 << 20        # at most this much distinct payload to cycle through
 POOL_RECORDS = 4096         # ...and at most this many payloads
@@ -85,7 +87,7 @@ class ProduceSpec:
     record_size: int = 100
     throughput: float = -1          # records/s over all producers; <= 0: unthrottled
     acks: str = "1"
-    batch_size: int = 65536
+    batch_size: int = DEFAULT_BATCH_SIZE
     linger_ms: float = 5
     compression: str | None = None
     producers: int = 1

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable
 
 from protocol.batch import Compression
 
-from .accumulator import RecordAccumulator, RecordFuture
+from .accumulator import DEFAULT_BATCH_SIZE, RecordAccumulator, RecordFuture
 from .cluster import Cluster
 from .errors import FerryTimeoutError, IllegalStateError
 from .partitioner import StickyPartitioner, partition_for_key
@@ -125,7 +125,7 @@ class AsyncProducer:
         client_id: str | None = None,
         acks: "int | str" = "all",
         linger_ms: float = 5,
-        batch_size: int = 65536,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         buffer_memory: int = 33554432,
         compression_type: str | None = None,
         key_serializer: Callable[[Any], bytes] | None = None,

@@ -16,7 +16,7 @@ import logging
 import weakref
 from typing import Any, Callable, Iterable
 
-from .accumulator import RecordFuture
+from .accumulator import DEFAULT_BATCH_SIZE, RecordFuture
 from .background import LoopThread
 from .errors import IllegalStateError
 from .producer import AsyncProducer, to_bytes
@@ -71,7 +71,7 @@ class Producer:
         client_id: str | None = None,
         acks: "int | str" = "all",
         linger_ms: float = 5,
-        batch_size: int = 65536,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         buffer_memory: int = 33554432,
         compression_type: str | None = None,
         key_serializer: Callable[[Any], bytes] | None = None,

@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from ..accumulator import DEFAULT_BATCH_SIZE
 from .common import CommandError, Context, json_option, pass_ctx, print_json, translate_errors
 
 ACKS = click.Choice(["0", "1", "all", "-1"])
@@ -63,7 +64,7 @@ def perf() -> None:
 @click.option("--throughput", type=float, default=-1, show_default=True,
               help="Records/s to aim at, over all producers (-1: as fast as possible).")
 @click.option("--acks", type=ACKS, default="1", show_default=True, help="Producer acks.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=65536, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True,
               help="Producer batch_size in bytes.")
 @click.option("--linger-ms", type=click.FloatRange(min=0), default=5, show_default=True,
               help="Producer linger_ms.")
