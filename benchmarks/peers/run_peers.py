@@ -16,8 +16,11 @@ data dir and stops at the end:
 
 The Python clients are the ``peers`` extra: ``pip install -e '.[peers]'``. A
 peer whose server or client is missing is skipped, and the script says so.
-It prints a table with Ferry's ratio to each peer, and with ``--out`` writes
-it into the ``peers`` section of RESULTS.md (other sections are kept).
+Ferry's broker stays up for the whole script and Ferry runs the workload once
+before each run of each peer, so that each ratio compares runs made side by
+side on a machine whose load may change. The script prints a table with
+Ferry's ratio to each peer, and with ``--out`` writes it into the ``peers``
+section of RESULTS.md (other sections are kept).
 
     python benchmarks/peers/run_peers.py
     python benchmarks/peers/run_peers.py --records 200000 --duration 5 --only redis
@@ -99,38 +102,63 @@ def ferry_perf(bootstrap: str, args: list[str], timeout: float) -> dict:
     return out
 
 
-def run_ferry(a) -> dict:
-    from tests.brokerproc import BrokerProcess
+class Ferry:
+    """A Ferry broker for the whole script, and one run of the workload at a time."""
 
-    data = Path(tempfile.mkdtemp(prefix="peer-ferry-"))
-    broker = BrokerProcess(data / "data").start()
-    try:
-        b = broker.bootstrap
-        produced, consumed, lat = [], [], []
-        for i in range(a.runs):
-            topic = f"peers-{i}"
-            produced.append(ferry_perf(b, ["produce", "--topic", topic, "--num-records", str(a.records),
-                                           "--record-size", str(a.record_size)], 600))
-            consumed.append(ferry_perf(b, ["consume", "--topic", topic, "--num-records", str(a.records)], 600))
-            lat.append(ferry_perf(b, ["e2e", "--topic", f"peers-latency-{i}", "--rate", f"{a.rate:g}",
-                                      "--duration", f"{a.duration:g}", "--record-size",
-                                      str(a.record_size)], a.duration * 4 + 120))
+    name = "Ferry + its Python client"
+
+    def __init__(self, a) -> None:
+        from tests.brokerproc import BrokerProcess
+
+        self.a = a
+        self.data = Path(tempfile.mkdtemp(prefix="peer-ferry-"))
+        self.broker = BrokerProcess(self.data / "data").start()
+        self.runs: list[tuple[dict, dict, dict]] = []
+
+    def run_once(self) -> tuple[dict, dict, dict]:
+        a, b = self.a, self.broker.bootstrap
+        i = len(self.runs)
+        topic, lat_topic = f"peers-{i}", f"peers-latency-{i}"
+        produced = ferry_perf(b, ["produce", "--topic", topic, "--num-records", str(a.records),
+                                  "--record-size", str(a.record_size)], 600)
+        consumed = ferry_perf(b, ["consume", "--topic", topic, "--num-records", str(a.records)], 600)
+        lat = ferry_perf(b, ["e2e", "--topic", lat_topic, "--rate", f"{a.rate:g}",
+                             "--duration", f"{a.duration:g}", "--record-size", str(a.record_size)],
+                         a.duration * 4 + 120)
+        self._drop(topic, lat_topic)  # every run starts from the same broker state
+        log(f"  ferry: produce {_fmt_rate(produced)}, consume {_fmt_rate(consumed)}, "
+            f"latency {_fmt_lat(lat)}")
+        self.runs.append((produced, consumed, lat))
+        return produced, consumed, lat
+
+    def _drop(self, *topics: str) -> None:
+        from client import Admin
+
+        try:
+            with Admin(bootstrap_servers=self.broker.bootstrap) as admin:
+                admin.delete_topics(list(topics))
+        except Exception as exc:  # noqa: BLE001 - only disk space is at stake
+            log(f"  (could not delete {topics}: {exc})")
+
+    def summary(self, runs: list[tuple[dict, dict, dict]] | None = None) -> dict:
+        runs = self.runs if runs is None else runs
         return {
-            "name": "Ferry + its Python client",
-            "version": "ferry perf",
-            "produce": median_run(produced, by_rate),
-            "consume": median_run(consumed, by_rate),
-            "latency": median_run(lat, by_p99),
+            "name": self.name,
+            "produce": median_run([r[0] for r in runs], by_rate),
+            "consume": median_run([r[1] for r in runs], by_rate),
+            "latency": median_run([r[2] for r in runs], by_p99),
         }
-    finally:
-        broker.stop()
-        shutil.rmtree(data, ignore_errors=True)
+
+    def stop(self) -> None:
+        self.broker.stop()
+        shutil.rmtree(self.data, ignore_errors=True)
 
 
 # ------------------------------------------------------------ peers
 
 
-def run_peer(key: str, a) -> dict:
+def run_peer(key: str, a, ferry: Ferry) -> dict:
+    """The peer's medians, and those of the Ferry runs interleaved with them."""
     module_name, start, packages = PEERS[key]
     for package in packages:
         try:
@@ -144,14 +172,14 @@ def run_peer(key: str, a) -> dict:
     except servers.Unavailable as exc:
         return {"key": key, "name": module.NAME, "skipped": str(exc)}
     try:
-        produced, consumed, lat = [], [], []
+        produced, consumed, lat, beside = [], [], [], []
         for _ in range(a.runs):
+            beside.append(ferry.run_once())
             produced.append(attempt(module.produce, server.port, a.records, a.record_size))
-            log(f"  {key} produce: {_fmt_rate(produced[-1])}")
             consumed.append(attempt(module.consume, server.port, a.records))
-            log(f"  {key} consume: {_fmt_rate(consumed[-1])}")
             lat.append(attempt(module.latency, server.port, a.rate, a.duration, a.record_size))
-            log(f"  {key} latency: {_fmt_lat(lat[-1])}")
+            log(f"  {key}: produce {_fmt_rate(produced[-1])}, consume {_fmt_rate(consumed[-1])}, "
+                f"latency {_fmt_lat(lat[-1])}")
         return {
             "key": key,
             "name": module.NAME,
@@ -159,6 +187,7 @@ def run_peer(key: str, a) -> dict:
             "produce": median_run(produced, by_rate),
             "consume": median_run(consumed, by_rate),
             "latency": median_run(lat, by_p99),
+            "ferry": ferry.summary(beside),
         }
     finally:
         server.stop()
@@ -220,7 +249,7 @@ def _ratio(ferry: dict, peer: dict, value) -> str:
     return f"{f / p:.2f}x"
 
 
-def table(ferry: dict, peers: list[dict], a) -> list[str]:
+def table(ferry: dict, peers: list[dict]) -> list[str]:
     rows = [
         "| broker + Python client | produce records/s | consume records/s | latency p50 / p99 ms "
         "| Ferry ÷ peer: produce | consume | latency p99 |",
@@ -228,19 +257,21 @@ def table(ferry: dict, peers: list[dict], a) -> list[str]:
     ]
     rate = lambda part: lambda r: r[part]["records_per_sec"]  # noqa: E731
     p99 = lambda r: r["latency"]["latency_ms"]["p99"]  # noqa: E731
-    for r in [ferry, *peers]:
+    rows.append(f"| {ferry['name']} (all runs) | {_fmt_rate(ferry['produce'])} | "
+                f"{_fmt_rate(ferry['consume'])} | {_fmt_lat(ferry['latency'])} | – | – | – |")
+    for r in peers:
         if "skipped" in r:
             rows.append(f"| {r.get('name', r['key'])} | {r['skipped']} | | | | | |")
             continue
-        ratios = ("| – | – | – |" if r is ferry else
-                  f"| {_ratio(ferry, r, rate('produce'))} | {_ratio(ferry, r, rate('consume'))} "
-                  f"| {_ratio(ferry, r, p99)} |")
+        beside = r["ferry"]  # the Ferry runs interleaved with this peer's
         rows.append(f"| {r['name']} | {_fmt_rate(r['produce'])} | {_fmt_rate(r['consume'])} "
-                    f"| {_fmt_lat(r['latency'])} {ratios}")
+                    f"| {_fmt_lat(r['latency'])} | {_ratio(beside, r, rate('produce'))} "
+                    f"| {_ratio(beside, r, rate('consume'))} | {_ratio(beside, r, p99)} |")
     return rows
 
 
 def markdown(ferry: dict, peers: list[dict], a, load_before: str) -> str:
+    runs = f"median of {a.runs} runs" if a.runs > 1 else "one run"
     lines = [
         "## Ferry beside its peers",
         "",
@@ -249,21 +280,32 @@ def markdown(ferry: dict, peers: list[dict], a, load_before: str) -> str:
         "",
         f"Workload: {a.records:,} records of {a.record_size} random bytes, no key, one producer "
         f"(every record acknowledged) then one consumer reading them all; latency from send to "
-        f"receive at {a.rate:,.0f} records/s for {a.duration:g} s, the consumer in another process. "
-        f"{'Median of ' + str(a.runs) + ' runs' if a.runs > 1 else 'One run'} each, all measured in "
-        "the same run of `benchmarks/peers/run_peers.py`. Ratios are Ferry's figure divided by "
-        "the peer's: above 1 Ferry moves more records per second; for latency, below 1 Ferry is faster.",
+        f"receive at {a.rate:,.0f} records/s for {a.duration:g} s, the consumer in another process "
+        f"(the rate each latency test reached is in brackets). Each figure is the {runs}, all "
+        "measured in the same run of `benchmarks/peers/run_peers.py`, which runs Ferry once "
+        "before each run of each peer: a peer's ratios are Ferry's medians over the runs "
+        "interleaved with that peer's, divided by the peer's. Above 1 Ferry moves more records "
+        "per second; for latency, below 1 Ferry is faster.",
         "",
-        *table(ferry, peers, a),
+        *table(ferry, peers),
         "",
+    ]
+    beside = [r for r in peers if "skipped" not in r]
+    if beside:
+        lines += ["Ferry in the runs interleaved with each peer's:", ""]
+        for r in beside:
+            f = r["ferry"]
+            lines.append(f"- beside {r['name']}: produce {_fmt_rate(f['produce'])}, consume "
+                         f"{_fmt_rate(f['consume'])}, latency p50 / p99 {_fmt_lat(f['latency'])}")
+        lines.append("")
+    lines += [
         "Versions and commands:",
         "",
         f"- Ferry: `{ferry['produce'].get('command', '')}`, `{ferry['consume'].get('command', '')}`, "
         f"`{ferry['latency'].get('command', '')}`",
     ]
-    for r in peers:
-        if "skipped" not in r:
-            lines.append(f"- {r['name']}: {r['version']}")
+    for r in beside:
+        lines.append(f"- {r['name']}: {r['version']}")
     return "\n".join(lines)
 
 
@@ -283,18 +325,23 @@ def main() -> int:
     if unknown:
         ap.error(f"unknown peer(s) {unknown}: choose from {list(PEERS)}")
     load_before = load_average()
-    log("ferry:")
-    ferry = run_ferry(a)
-    log(f"  ferry produce {_fmt_rate(ferry['produce'])}, consume {_fmt_rate(ferry['consume'])}, "
-        f"latency p50/p99 {_fmt_lat(ferry['latency'])}")
-    peers = []
-    for key in wanted:
-        log(f"{key}:")
-        r = run_peer(key, a)
-        if "skipped" in r:
-            log(f"  {r['skipped']}")
-        peers.append(r)
-    rows = table(ferry, peers, a)
+    ferry = Ferry(a)
+    try:
+        peers = []
+        for key in wanted:
+            log(f"{key}:")
+            r = run_peer(key, a, ferry)
+            if "skipped" in r:
+                log(f"  {r['skipped']}")
+            peers.append(r)
+        if not ferry.runs:  # every peer skipped: Ferry's figures alone
+            log("ferry alone:")
+            for _ in range(a.runs):
+                ferry.run_once()
+    finally:
+        ferry.stop()
+    ferry = ferry.summary()
+    rows = table(ferry, peers)
     print("\n".join(rows))
     if a.raw:
         a.raw.write_text(json.dumps({"ferry": ferry, "peers": peers}, indent=1) + "\n")

@@ -124,7 +124,7 @@ def start_rabbitmq() -> Server:
 
     The start script runs the VM as its child and stops it on SIGTERM.
     """
-    _need("rabbitmq-server", "apt-get install rabbitmq-server; the suite enables rabbitmq_stream itself")
+    _need("rabbitmq-server", "apt-get install rabbitmq-server")
     # Debian's /usr/sbin wrapper switches user and logs to /var/log; run the real script.
     script = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
     binary = str(script) if script.exists() else shutil.which("rabbitmq-server")
