@@ -196,31 +196,38 @@ class RecordAccumulator:
         open_batches = self._open
         sticky_get = sticky.get
         new = _new_future
+        # the batch the last record went to: while it is open it is the sticky
+        # partition's (sealing it moves the sticky partition on)
+        last = [ProducerBatch("", -1, 0.0, 0)]
+        last[0].sealed = True
 
         def send(topic, value=None, key=None, partition=None, timestamp_ms=None, headers=None):
             if (value.__class__ is bytes and key is None and partition is None
                     and timestamp_ms is None and headers is None):
-                p = sticky_get(topic)
-                if p is not None:
-                    size = RECORD_OVERHEAD + len(value)
-                    acquire()
-                    try:
-                        b = open_batches.get((topic, p))
-                        if b is not None and size <= b.room and size <= self._free and b.plain:
-                            values = b.values
-                            index = len(values)
-                            values.append(value)
-                            room = b.room = b.room - size
-                            self._free -= size
-                            if room < size:  # as in append
-                                self._seal((topic, p), b)
-                                self._signal()
-                            fut = new(RecordFuture)
-                            fut.batch = b
-                            fut.index = index
-                            return fut
-                    finally:
-                        release()
+                size = RECORD_OVERHEAD + len(value)
+                acquire()
+                try:
+                    b = last[0]
+                    if b.topic is not topic or b.sealed:
+                        p = sticky_get(topic)
+                        b = None if p is None else open_batches.get((topic, p))
+                        if b is not None:
+                            last[0] = b
+                    if b is not None and size <= b.room and size <= self._free and b.plain:
+                        values = b.values
+                        index = len(values)
+                        values.append(value)
+                        room = b.room = b.room - size
+                        self._free -= size
+                        if room < size:  # as in append
+                            self._seal((topic, b.partition), b)
+                            self._signal()
+                        fut = new(RecordFuture)
+                        fut.batch = b
+                        fut.index = index
+                        return fut
+                finally:
+                    release()
             return slow_send(topic, value, key, partition, timestamp_ms, headers)
 
         return send
