@@ -50,7 +50,7 @@ from protocol.messages import Handshake
 from .config import BrokerConfig
 from .flusher import GroupCommitFlusher
 from .group.handlers import GroupHandlers
-from .handlers import ClientInfo, Handlers, _Ranges, error_code
+from .handlers import INTERNAL_TOPICS, ClientInfo, Handlers, _Ranges, error_code
 from .maintenance import Maintenance
 from .storage import LogConfig, TopicStore
 from .waiters import LogWaiters
@@ -347,7 +347,8 @@ class Broker:
         self.maintenance.start()
         log.info(
             "Ferry broker ready on %s:%d (data dir %s, %d topic(s))",
-            cfg.host, self.port, cfg.data_dir, len(self.store.topics()),
+            cfg.host, self.port, cfg.data_dir,
+            len([t for t in self.store.topics() if t not in INTERNAL_TOPICS]),
         )
 
     def connection_gone(self) -> None:
