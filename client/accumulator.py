@@ -295,8 +295,15 @@ class RecordAccumulator:
 
     # ------------------------------------------------------------ the sender's side
 
-    def drain(self, now: float | None = None) -> tuple[list[ProducerBatch], float | None]:
+    def drain(self, now: float | None = None,
+              hold: Callable[[tuple[str, int]], bool] | None = None) -> tuple[list[ProducerBatch], float | None]:
         """Seal batches that lingered long enough; take every sealed batch.
+
+        ``hold(tp)`` true means the sender cannot take another batch of that
+        partition yet (its in-flight window is full): its lingered batch stays
+        open and keeps growing, as Kafka's does, rather than queueing up
+        one-record batches behind the window. The sender drains again when an
+        answer frees the window.
 
         Returns (batches in seal order, seconds until the next open batch's
         linger ends, or None if no batch is open).
@@ -311,7 +318,8 @@ class RecordAccumulator:
                 for tp, b in list(self._open.items()):
                     due = b.created + linger - now
                     if due <= 0:
-                        self._seal(tp, b)
+                        if hold is None or not hold(tp):
+                            self._seal(tp, b)
                     elif next_due is None or due < next_due:
                         next_due = due
             out = list(self._sealed)

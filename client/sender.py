@@ -212,7 +212,7 @@ class Sender:
         acc = self.acc
         while True:
             self.wake.clear()
-            batches, next_due = acc.drain()
+            batches, next_due = acc.drain(hold=self._window_full)
             parts = self._parts
             active = self._active
             for b in batches:
@@ -242,6 +242,17 @@ class Sender:
                         await self.wake.wait()
                 except TimeoutError:
                     pass
+
+    def _window_full(self, tp: tuple[str, int]) -> bool:
+        """True if ``tp`` cannot send another batch now (its next one may grow meanwhile)."""
+        st = self._parts.get(tp)
+        if st is None:
+            return False
+        if st.queue:
+            return True
+        if self.idempotent:
+            return bool(st.unacked) and st.numbered - st.unacked[0].ordinal >= self.max_in_flight
+        return st.inflight >= self.max_in_flight
 
     # ------------------------------------------------------------ sending
 
