@@ -5,7 +5,7 @@ It starts its own broker (default settings, 127.0.0.1, an ephemeral port, a
 temporary data dir) and runs every measurement as a ``ferry perf ... --json``
 subprocess, so each figure comes with the command that reproduces it.
 
-- Headline cells, each the median of 3 runs: the issue's workload of
+- Headline cells, each the median of 3 runs: the reference workload of
   1,000,000 records of 100 random bytes, no key, default producer settings,
   produced with acks=1 and with acks=all, then consumed; end-to-end latency at
   5,000 records/s (linger_ms=0).

@@ -1,7 +1,7 @@
 """Redis Streams with redis-py (hiredis parser): XADD pipelined by 1,000, XREAD COUNT 10,000.
 
 The server keeps the stream in memory only (start_redis turns off snapshots
-and the append-only file), as in the figures the issue quotes.
+and the append-only file), as in the published figures.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Ferry beside its peers: the same workload, the same machine, the same run.
 
-The workload is the issue's: 1,000,000 records of 100 random bytes, no key,
+The workload of the published Python-client figures: 1,000,000 records of 100 random bytes, no key,
 one producer (acknowledged) then one consumer reading them all; then latency
 from send to receive at 5,000 records/s, the consumer in another process.
 Ferry runs it through ``ferry perf`` against a broker this script starts;

@@ -97,7 +97,7 @@ def _spawn(server: Server, cmd: list[str], env: dict | None = None) -> subproces
 
 
 def start_redis() -> Server:
-    """redis-server in memory only (no RDB snapshots, no AOF), as the issue's figures were."""
+    """redis-server in memory only (no RDB snapshots, no AOF), as the published figures were."""
     binary = _need("redis-server", "apt-get install redis-server")
     server = Server("redis-server", free_port(), Path(tempfile.mkdtemp(prefix="peer-redis-")))
     server.log = server.directory / "redis.log"

@@ -66,8 +66,10 @@ def test_killed_member_partitions_move_within_the_session_timeout_and_nothing_is
         took = wait_for(lambda: settled(members, 6), 20, "the survivors to take the dead member's partitions",
                         lambda: poll_all(members, processed, commit=True))
         # session_timeout_ms is 1500: the coordinator evicts the member then
-        # (it checks every 100 ms), and the survivors rebalance in well under a second
-        assert took < 1.5 + 2.5
+        # (it checks every 100 ms), and the survivors rebalance in well under a
+        # second; the bound leaves room for a loaded 2-core machine while staying
+        # far below the rebalance timeout (max_poll_interval_ms, 300 s)
+        assert took < 1.5 + 6
         assert sorted(len(a) for a in assignments(members)) == [3, 3]
         values += produce(broker.bootstrap, topic, 600, 6, start=len(values))
         wait_for(lambda: {r.value for recs in processed.values() for r in recs} | set(victim.records)
