@@ -34,6 +34,8 @@ class MemberProcess:
 
     def _read(self) -> None:
         for line in self.proc.stdout:
+            if not line.endswith("\n"):
+                break  # cut off by the SIGKILL: not a record it reported
             kind, _, rest = line.rstrip("\n").partition(" ")
             if kind == "record":
                 self.records.append(rest.encode())
