@@ -26,6 +26,7 @@ static member lands in the same place, else by member id.
 
 from __future__ import annotations
 
+import abc
 from typing import ClassVar, Iterable, Mapping
 
 from ..structs import TopicPartition
@@ -35,8 +36,8 @@ EAGER = "eager"
 COOPERATIVE = "cooperative"
 
 
-class AbstractPartitionAssignor:
-    """Base of the assignors; subclass it to write your own."""
+class AbstractPartitionAssignor(abc.ABC):
+    """Base of the assignors; subclass it and implement ``assign`` to write your own."""
 
     name: ClassVar[str] = ""
     rebalance_protocol: ClassVar[str] = EAGER
@@ -46,6 +47,7 @@ class AbstractPartitionAssignor:
         """The subscription this member offers for this assignor."""
         return Subscription(tuple(sorted(set(topics))), frozenset(owned), generation)
 
+    @abc.abstractmethod
     def assign(self, partitions_per_topic: Mapping[str, int],
                subscriptions: Mapping[str, Subscription]) -> dict[str, Assignment]:
         """{member_id: Assignment} for every member in ``subscriptions``.
@@ -53,7 +55,6 @@ class AbstractPartitionAssignor:
         ``partitions_per_topic`` has the partition count of every subscribed
         topic that exists; topics missing from it get no assignment.
         """
-        raise NotImplementedError
 
     def on_assignment(self, assignment: Assignment, generation: int) -> None:
         """Called on every member with its assignment once a rebalance completes."""
