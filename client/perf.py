@@ -461,6 +461,31 @@ def _e2e_consumer(topic: str, client: dict, nonce: bytes, ready, total, stop_at:
         results.put({"failed": f"{type(exc).__name__}: {exc}"})
 
 
+def receive_latencies(results, stop_at: float, what: str) -> array:
+    """The latencies (ns, array of int64) a consumer process put on ``results``.
+
+    Waits until ``stop_at`` (a time.monotonic() value) plus 5 s; raises
+    RuntimeError naming ``what`` if nothing came or the process reported a failure.
+    """
+    try:
+        out = results.get(timeout=max(1.0, stop_at - time.monotonic()) + 5)
+    except queue_mod.Empty:
+        raise RuntimeError(f"the {what} gave no result") from None
+    if "failed" in out:
+        raise RuntimeError(f"the {what} failed: {out['failed']}")
+    lat = array("q")
+    lat.frombytes(out["latencies"])
+    return lat
+
+
+def join_or_kill(proc) -> None:
+    """Join a helper process, killing it if it does not end within 10 s."""
+    proc.join(10)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(5)
+
+
 def run_e2e(spec: E2ESpec, client: dict, progress: Progress | None = None) -> dict:
     """Produce at ``rate`` for ``duration_s`` (linger_ms=0), consume in another process.
 
@@ -511,21 +536,11 @@ def run_e2e(spec: E2ESpec, client: dict, progress: Progress | None = None) -> di
             producer.flush(30)
             elapsed = clock() - start
             total.value = sent
-            try:
-                out = results.get(timeout=max(1.0, stop_at - time.monotonic()) + 5)
-            except queue_mod.Empty:
-                raise RuntimeError("the e2e consumer process gave no result") from None
+            lat = receive_latencies(results, stop_at, "e2e consumer process")
         finally:
-            proc.join(10)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5)
-    if "failed" in out:
-        raise RuntimeError(f"the e2e consumer process failed: {out['failed']}")
+            join_or_kill(proc)
     if progress is not None:
         progress(sent)
-    lat = array("q")
-    lat.frombytes(out["latencies"])
     received = len(lat)
     return {
         "test": "e2e",

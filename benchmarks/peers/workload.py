@@ -13,13 +13,12 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-import queue as queue_mod
 import random
 import time
 from array import array
 from typing import Callable
 
-from client.perf import MIB, latency_summary, payload_pool
+from client.perf import MIB, join_or_kill, latency_summary, payload_pool, receive_latencies
 
 __all__ = ["MIB", "apace", "e2e", "latency_summary", "pace", "payload_pool", "result", "run_async",
            "stamp"]
@@ -125,18 +124,8 @@ def e2e(consumer: Callable, consumer_args: tuple, produce: Callable[[Callable[[]
         sent = produce(lambda: stamp(nonce, pad), n, rate)
         elapsed = time.monotonic() - start
         total.value = sent
-        try:
-            out = results.get(timeout=max(1.0, stop_at - time.monotonic()) + 5)
-        except queue_mod.Empty:
-            raise RuntimeError("the latency consumer gave no result") from None
+        lat = receive_latencies(results, stop_at, "latency consumer")
     finally:
-        proc.join(10)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(5)
-    if "failed" in out:
-        raise RuntimeError(f"the latency consumer failed: {out['failed']}")
-    lat = array("q")
-    lat.frombytes(out["latencies"])
+        join_or_kill(proc)
     return result(sent, sent * size, elapsed, received=len(lat), lost=sent - len(lat),
                   latency_ms=latency_summary(x / 1e9 for x in lat))
