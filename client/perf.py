@@ -375,30 +375,38 @@ def run_consume(spec: ConsumeSpec, client: dict, progress: Progress | None = Non
 
     if spec.num_records < 1:
         raise ValueError("num_records must be at least 1")
-    get_value, get_key = attrgetter("value"), attrgetter("key")
-    chunk_size = 10_000
+    want = spec.num_records
     records = nbytes = 0
     first = None
     with Consumer(spec.topic, group_id=spec.group, auto_offset_reset="earliest",
                   consumer_timeout_ms=spec.idle_timeout_s * 1000, **client) as consumer:
-        it = iter(consumer)
         clock = time.perf_counter
+        it = iter(consumer)
         start = clock()
+        record = next(it, None)
+        if record is not None:
+            first = clock() - start
+            records = 1
+            nbytes = len(record.value or b"") + len(record.key or b"")
         next_report = start
-        while records < spec.num_records:
-            chunk = list(islice(it, min(chunk_size, spec.num_records - records)))
-            if not chunk:
-                break
-            if first is None:
-                first = clock() - start
-            records += len(chunk)
-            nbytes += sum(map(len, filter(None, map(get_value, chunk))))
-            nbytes += sum(map(len, filter(None, map(get_key, chunk))))
-            if progress is not None and clock() >= next_report:
-                progress(records)
-                next_report = clock() + PROGRESS_INTERVAL
+        check = min(want, 10_000)  # look at the clock every 10,000 records
+        # As a user would: one ConsumerRecord at a time, counting key and value bytes.
+        for record in it if records < want else ():
+            records += 1
+            key, value = record.key, record.value
+            if value is not None:
+                nbytes += len(value)
+            if key is not None:
+                nbytes += len(key)
+            if records >= check:
+                if records >= want:
+                    break
+                check = min(want, records + 10_000)
+                if progress is not None and clock() >= next_report:
+                    progress(records)
+                    next_report = clock() + PROGRESS_INTERVAL
         elapsed = clock() - start
-        if first is not None and records < spec.num_records:
+        if first is not None and records < want:
             # the final wait found nothing: it is not consuming time
             elapsed = max(first, elapsed - spec.idle_timeout_s)
     if progress is not None:

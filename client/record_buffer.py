@@ -3,18 +3,19 @@
 Theory of operation
 -------------------
 The fetcher turns each partition's part of a fetch response into one
-``PartitionRecords`` chunk (a list of ConsumerRecords) and ``put``s it in the
+``PartitionRecords`` chunk (its records' columns, see ``record_columns``) and
+``put``s it in the
 ``RecordBuffer``, in the event loop's thread. The consuming side (the loop
 thread for AsyncConsumer, the caller's thread for Consumer) makes the oldest
 chunk *current*, which clears the partition's ``buffered`` flag and wakes the
 fetcher, so the next fetch of that partition is in flight while the user works
 through the current chunk.
 
-Iteration is C-level: the consumer's generator does ``yield from`` over a
-list iterator of the chunk. Where the user stopped inside a chunk is read back
-from the iterator itself (``__length_hint__``), and a seek ends the iteration
-by moving the iterator to the end (``__setstate__``); nothing is done per
-record in Python.
+Iteration is C-level: the consumer's generator does ``yield from`` over the
+chunk's record-making iterator. Where the user stopped inside a chunk is read
+back from its offsets column's list iterator (``__length_hint__``), and a seek
+ends the iteration by moving that iterator to the end (``__setstate__``);
+nothing is done per record in Python.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import collections
 import threading
 from typing import Callable
 
+from .record_columns import RecordColumns
 from .subscription import SubscriptionState
 from .structs import TopicPartition
 
@@ -31,67 +33,64 @@ from .structs import TopicPartition
 class PartitionRecords:
     """One partition's records from one fetch; ``pos`` is the next to hand out."""
 
-    __slots__ = ("tp", "epoch", "records", "pos", "next_offset", "error", "iterator")
+    __slots__ = ("tp", "epoch", "columns", "count", "pos", "next_offset", "error", "cursor",
+                 "iterator")
 
-    def __init__(self, tp: TopicPartition, epoch: int, records: list, next_offset: int,
-                 error: BaseException | None = None) -> None:
+    def __init__(self, tp: TopicPartition, epoch: int, columns: RecordColumns | None,
+                 next_offset: int, error: BaseException | None = None) -> None:
         self.tp = tp
         self.epoch = epoch
-        self.records = records
+        self.columns = columns
+        self.count = 0 if columns is None else len(columns)
         self.pos = 0
         self.next_offset = next_offset
         self.error = error
-        self.iterator = None  # a list iterator while a generator yields from it
+        self.iterator = None  # the records iterator while a generator yields from it
+        self.cursor = None  # and its offsets column's list iterator
 
     def sync(self) -> None:
-        """Bring ``pos`` up to date with a live iterator."""
-        it = self.iterator
-        if it is not None:
-            self.pos = len(self.records) - it.__length_hint__()
+        """Bring ``pos`` up to date with a live iteration."""
+        cursor = self.cursor
+        if cursor is not None:
+            self.pos = self.count - cursor.__length_hint__()
 
     def iterate(self):
-        """A list iterator over the remaining records; it keeps ``pos`` (see ``sync``)."""
-        it = iter(self.records)
-        if self.pos:
-            it.__setstate__(self.pos)
-        self.iterator = it
-        return it
+        """An iterator making the remaining ConsumerRecords; it keeps ``pos`` (see ``sync``)."""
+        self.cursor, self.iterator = self.columns.iterate(self.pos)
+        return self.iterator
 
     def iteration_ended(self, it) -> None:
         """``it`` (from ``iterate``) ran to its end: every record was handed out."""
         if self.iterator is it:
-            self.iterator = None
-            self.pos = len(self.records)
+            self.iterator = self.cursor = None
+            self.pos = self.count
 
     def stop_iteration(self) -> None:
         """Detach the live iterator (making it end at once); ``pos`` stays where it was."""
-        it = self.iterator
-        if it is not None:
+        cursor = self.cursor
+        if cursor is not None:
             self.sync()
-            self.iterator = None
-            it.__setstate__(len(self.records))
+            self.iterator = self.cursor = None
+            cursor.__setstate__(self.count)
 
     @property
     def exhausted(self) -> bool:
         self.sync()
-        return self.pos >= len(self.records)
+        return self.pos >= self.count
 
     def position(self) -> int:
         """Offset of the next record the user will get from this partition."""
         self.sync()
-        if self.pos < len(self.records):
-            return self.records[self.pos].offset
+        if self.pos < self.count:
+            return self.columns.offsets[self.pos]
         return self.next_offset
 
     def take(self, n: int | None) -> list:
         self.sync()
         pos = self.pos
-        if pos == 0 and (n is None or n >= len(self.records)):
-            self.pos = len(self.records)
-            return self.records
-        end = len(self.records) if n is None else min(len(self.records), pos + n)
+        end = self.count if n is None else min(self.count, pos + n)
         self.pos = end
-        return self.records[pos:end]
+        return self.columns.slice(pos, end) if end > pos else []
 
 
 class RecordBuffer:
@@ -126,7 +125,7 @@ class RecordBuffer:
     def _finish_current(self) -> None:
         cur = self.current
         self.current = None
-        cur.iterator = None
+        cur.iterator = cur.cursor = None
         st = self.subs.assignment.get(cur.tp)
         if st is not None and st.epoch == cur.epoch:
             st.position = cur.next_offset
@@ -168,7 +167,7 @@ class RecordBuffer:
                     taken = True
                 if chunk.error is not None:
                     raise chunk.error
-                if chunk.pos >= len(chunk.records):
+                if chunk.pos >= chunk.count:
                     st.position = chunk.next_offset
                     continue
                 self.current = chunk

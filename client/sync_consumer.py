@@ -3,7 +3,7 @@
 An ``AsyncConsumer`` runs in a ``LoopThread`` and fetches ahead into its
 ``RecordBuffer``; this thread takes records straight from that buffer, so
 iterating crosses into the loop thread only to wait when the buffer is empty.
-``for record in consumer`` yields from each chunk's list iterator (C-level),
+``for record in consumer`` takes records from each chunk's iterator (C-level),
 and ends after ``consumer_timeout_ms`` without a record (default: never).
 
 With ``group_id`` the group's rebalance steps (commit-on-revoke and the
@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import time
+from itertools import chain
 from typing import Callable, Iterable, Iterator, Mapping
 
 from .background import LoopThread, call_in
@@ -85,6 +86,7 @@ class Consumer:
         self.group_id = group_id
         self._closed = False
         self._iterator: Iterator[ConsumerRecord] | None = None
+        self._chunks_gen = None
         self._thread = LoopThread("ferry-consumer")
         try:
             self._ac = self._thread.run(_start_consumer(topics, configs))
@@ -109,14 +111,18 @@ class Consumer:
 
     def __iter__(self) -> Iterator[ConsumerRecord]:
         it = self._iterator
-        if it is None or it.gi_frame is None:
-            it = self._iterator = self._records()
+        if it is None or self._chunks_gen.gi_frame is None:
+            # chain runs the generator once per chunk; between, every record
+            # comes from the chunk's C iterator with no Python frame in between
+            self._chunks_gen = self._chunk_iterators()
+            it = self._iterator = chain.from_iterable(self._chunks_gen)
         return it
 
     def __next__(self) -> ConsumerRecord:
         return next(self.__iter__())
 
-    def _records(self) -> Iterator[ConsumerRecord]:
+    def _chunk_iterators(self) -> Iterator[Iterator[ConsumerRecord]]:
+        """Each chunk's record iterator in turn; ends after consumer_timeout_ms without one."""
         buf = self._buffer
         timeout = self.consumer_timeout_ms / 1000
         deadline = None
@@ -142,7 +148,7 @@ class Consumer:
                 continue
             deadline = None
             it = chunk.iterate()
-            yield from it
+            yield it
             chunk.iteration_ended(it)
 
     def poll(self, timeout_ms: float = 0, max_records: int | None = None,

@@ -51,6 +51,8 @@ import dataclasses
 import enum
 import struct
 import zlib
+from itertools import repeat
+from operator import add as _add
 from typing import Iterator, Sequence
 
 import crc32c as _crc32c
@@ -562,14 +564,13 @@ def decode(
     if offset_deltas is None:
         offsets: Sequence[int] = range(base, base + n)
     else:
-        offsets = [base + d for d in offset_deltas]
+        offsets = list(map(_add, repeat(base), offset_deltas))
     if header.log_append_time != NO_TIMESTAMP:
         timestamps: Sequence[int] = [header.log_append_time] * n
     elif ts_deltas is None:
         timestamps = [header.first_timestamp] * n
     else:
-        first = header.first_timestamp
-        timestamps = [first + d for d in ts_deltas]
+        timestamps = list(map(_add, repeat(header.first_timestamp), ts_deltas))
     if hdrs is None:
         hdr_col: Sequence = [()] * n
     else:
