@@ -43,6 +43,7 @@ from protocol.connection import (
     Role,
     UnsupportedRequest,
     handshake_response,
+    scratch_buffer,
 )
 from protocol.errors import ApiError, ErrorCode, RemoteProtocolError
 from protocol.messages import Handshake
@@ -58,12 +59,13 @@ from .waiters import LogWaiters
 log = logging.getLogger("ferry.broker")
 
 
-class BrokerProtocol(asyncio.Protocol):
+class BrokerProtocol(asyncio.BufferedProtocol):
     def __init__(self, broker: "Broker") -> None:
         self.broker = broker
         self.handlers = broker.handlers
         self.max_inflight = broker.config.max_inflight_requests
         self.conn = Connection(Role.SERVER, max_frame_size=broker.config.max_frame_size)
+        self.reading_into_frame = False  # the last get_buffer gave a large frame's own buffer
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.client = ClientInfo()
@@ -150,10 +152,25 @@ class BrokerProtocol(asyncio.Protocol):
 
     # ------------------------------------------------------------ input
 
-    def data_received(self, data: bytes) -> None:
-        self._feed(data)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # A large produce request is read straight into its own buffer, from
+        # which the storage engine writes it: the broker never copies it.
+        view = self.conn.receive_buffer()
+        self.reading_into_frame = view is not None
+        return scratch_buffer() if view is None else view
 
-    def _feed(self, data: bytes) -> None:
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.reading_into_frame:
+            try:
+                self.conn.received_into(nbytes)
+            except Exception as exc:  # the transport's bug, not the peer's
+                self.close(f"receive failed: {exc}")
+                return
+            self._process()
+        else:
+            self._feed(scratch_buffer()[:nbytes])
+
+    def _feed(self, data) -> None:
         try:
             self.conn.receive_data(data)
         except Exception as exc:  # data after EOF: the transport's bug, not the peer's

@@ -2,11 +2,12 @@
 
 Theory of operation
 -------------------
-``AsyncConnection`` is an ``asyncio.Protocol``. Bytes read go straight into the
-sans-IO ``Connection`` and the events that come out are matched to the waiting
-request by correlation id (``_pending``: id -> future). There is no reader task:
-``data_received`` is the one reader, so responses are dispatched in the order
-they arrive without extra scheduling.
+``AsyncConnection`` is an ``asyncio.BufferedProtocol``. Bytes read go straight
+into the sans-IO ``Connection`` (a large response, such as a fetch, is read
+into its own buffer and never copied) and the events that come out are matched
+to the waiting request by correlation id (``_pending``: id -> future). There is
+no reader task: ``buffer_updated`` is the one reader, so responses are
+dispatched in the order they arrive without extra scheduling.
 
 ``send()`` writes a request and returns the future of its response (None for a
 Produce with acks=0, which the broker never answers) after the bytes are handed
@@ -33,6 +34,7 @@ from protocol.connection import (
     ConnectionClosed,
     ErrorResponse,
     Role,
+    scratch_buffer,
 )
 from protocol.errors import (
     ApiError,
@@ -49,7 +51,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_FRAME_SIZE = 128 * 1024 * 1024
 
 
-class AsyncConnection(asyncio.Protocol):
+class AsyncConnection(asyncio.BufferedProtocol):
     """A handshaken connection to one broker. Create it with ``await AsyncConnection.connect(...)``."""
 
     def __init__(
@@ -68,6 +70,7 @@ class AsyncConnection(asyncio.Protocol):
         self.broker_id: int | None = None
         self.max_frame_size = 0  # the broker's limit, learnt from the handshake
         self._conn = Connection(Role.CLIENT, max_frame_size=max_frame_size)
+        self._reading_into_frame = False  # the last get_buffer gave the frame's own buffer
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._pending: dict[int, tuple[asyncio.Future, asyncio.TimerHandle]] = {}
@@ -255,11 +258,19 @@ class AsyncConnection(asyncio.Protocol):
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.set_result(None)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        view = self._conn.receive_buffer()
+        self._reading_into_frame = view is not None
+        return scratch_buffer() if view is None else view
+
+    def buffer_updated(self, nbytes: int) -> None:
         if self._closed:  # what is still buffered after a close is of no use
             return
         conn = self._conn
-        conn.receive_data(data)
+        if self._reading_into_frame:
+            conn.received_into(nbytes)
+        else:
+            conn.receive_data(scratch_buffer()[:nbytes])
         try:
             while not self._closed:
                 event = conn.next_event()

@@ -4,7 +4,10 @@ Theory of operation
 -------------------
 A ``Connection`` knows nothing of sockets. Feed it what the socket read with
 ``receive_data(data)`` (``b""`` means the peer closed), then drain
-``next_event()`` until it returns ``NEED_DATA``. To send, ``send(message)``
+``next_event()`` until it returns ``NEED_DATA``. A shell that can read into a
+buffer (asyncio's ``BufferedProtocol``) asks ``receive_buffer()`` first: while
+a large frame arrives, that is the frame's own buffer, so its bytes go from
+the socket to where the decoded event will point at them with no copy. To send, ``send(message)``
 returns the bytes to write; ``send_parts(message)`` returns a list of bytes
 and the sender's own ``Records`` objects unchanged, so a broker can pass file
 ranges to ``os.sendfile`` instead of reading them into memory.
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import enum
 import struct
+import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -99,6 +103,24 @@ class ErrorResponse(Message):
     IS_RESPONSE: ClassVar[bool] = True
 
 
+LARGE_FRAME = 64 * 1024  # frames this size and up are read into a buffer of their own
+SCRATCH_SIZE = 256 * 1024
+_scratch = threading.local()
+
+
+def scratch_buffer() -> memoryview:
+    """A buffer for the reads ``receive_buffer`` has no place for, one per thread.
+
+    A shell reads into it and passes what was read to ``receive_data`` (which
+    copies it) before its next read, so the connections served by one thread
+    can all share it.
+    """
+    view = getattr(_scratch, "view", None)
+    if view is None:
+        view = _scratch.view = memoryview(bytearray(SCRATCH_SIZE))
+    return view
+
+
 _ERROR_BODY = {"error_code": int, "error_message": (str, type(None))}
 
 
@@ -127,6 +149,10 @@ class Connection:
         self._buf = bytearray()
         self._pos = 0
         self._eof = False
+        # a large frame being received into a buffer of its own (see receive_buffer)
+        self._frame: bytearray | None = None
+        self._frame_filled = 0
+        self._frame_prefix: tuple = ()  # api_key, version, flags, corr_id, header_len
         # client: correlation id -> api key of requests awaiting a response
         self._pending: dict[int, int] = {}
 
@@ -142,7 +168,7 @@ class Connection:
 
     # ------------------------------------------------------------ receiving
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data) -> None:
         """Buffer bytes read from the peer; ``b""`` marks the end of the stream."""
         if self._eof:
             if data:
@@ -151,10 +177,40 @@ class Connection:
         if not data:
             self._eof = True
             return
+        frame = self._frame
+        if frame is not None and self._frame_filled < len(frame):
+            n = min(len(data), len(frame) - self._frame_filled)
+            view = memoryview(data)
+            frame[self._frame_filled : self._frame_filled + n] = view[:n]
+            self._frame_filled += n
+            if n == len(data):
+                return
+            data = view[n:]
         if self._pos and self._pos * 2 >= len(self._buf):
             del self._buf[: self._pos]
             self._pos = 0
         self._buf += data
+
+    def receive_buffer(self) -> memoryview | None:
+        """Where the next bytes read should go, if the socket can read into it.
+
+        While a frame of ``LARGE_FRAME`` bytes or more is arriving it has a
+        buffer of its own: this returns the part still to be filled, so the
+        read lands there directly and the frame is never copied (report the
+        count with ``received_into``). Otherwise None: pass the bytes to
+        ``receive_data``.
+        """
+        frame = self._frame
+        if frame is None or self._frame_filled >= len(frame) or self._eof:
+            return None
+        return memoryview(frame)[self._frame_filled:]
+
+    def received_into(self, n: int) -> None:
+        """``n`` bytes were read into the view the last ``receive_buffer`` returned."""
+        frame = self._frame
+        if frame is None or n < 0 or self._frame_filled + n > len(frame):
+            raise LocalProtocolError("received_into() does not match receive_buffer()")
+        self._frame_filled += n
 
     def next_event(self) -> Any:
         """The next complete event, or NEED_DATA.
@@ -175,7 +231,7 @@ class Connection:
             raise
         if event is NEED_DATA and self._eof:
             self.state = State.CLOSED
-            if len(self._buf) > self._pos:
+            if len(self._buf) > self._pos or self._frame is not None:
                 raise RemoteProtocolError("connection closed in the middle of a frame")
             return ConnectionClosed()
         return event
@@ -222,6 +278,8 @@ class Connection:
     def _read_frame(self) -> Any:
         if self.state is not State.READY:
             return NEED_DATA
+        if self._frame is not None:
+            return self._large_frame()
         buf = self._buf
         pos = self._pos
         avail = len(buf) - pos
@@ -234,13 +292,32 @@ class Connection:
         end = pos + 4 + length
         if header_len > length - (FRAME_HEADER_SIZE - 4) or header_len > self.max_header_size:
             raise RemoteProtocolError(f"frame header length {header_len} is invalid")
-        if len(buf) < end:
-            return NEED_DATA
         hstart = pos + FRAME_HEADER_SIZE
+        if len(buf) < end:
+            if length >= LARGE_FRAME:
+                # Give the rest of it a buffer of its own, filled straight from the socket.
+                frame = bytearray(end - hstart)
+                have = len(buf) - hstart
+                frame[:have] = memoryview(buf)[hstart:]
+                self._frame, self._frame_filled = frame, have
+                self._frame_prefix = (api_key, version, flags, corr_id, header_len)
+                self._pos = len(buf)
+            return NEED_DATA
         # One copy of the frame: the events' Records views point into it and
         # stay valid (and writable) after the receive buffer moves on.
         frame = memoryview(buf[hstart:end])  # slicing a bytearray copies it
         self._pos = end
+        return self._frame_event(api_key, version, flags, corr_id, header_len, frame)
+
+    def _large_frame(self) -> Any:
+        frame = self._frame
+        if self._frame_filled < len(frame):
+            return NEED_DATA
+        self._frame = None
+        return self._frame_event(*self._frame_prefix, memoryview(frame))
+
+    def _frame_event(self, api_key: int, version: int, flags: int, corr_id: int,
+                     header_len: int, frame: memoryview) -> Any:
         header = frame[:header_len]  # unpacked by the decoder, once it knows the API
         data = frame[header_len:]
         if self.role is Role.SERVER:
