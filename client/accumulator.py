@@ -44,8 +44,11 @@ from .producer_batch import BATCH_OVERHEAD, RECORD_OVERHEAD, ProducerBatch, Reco
 
 __all__ = ["BATCH_OVERHEAD", "DEFAULT_BATCH_SIZE", "RECORD_OVERHEAD", "ProducerBatch", "RecordAccumulator", "RecordFuture"]
 
-_new_future = object.__new__
 _CLOSED = 1 << 62
+# Stands for "no batch" in the fast path's cache: no topic, no room.
+_NO_BATCH = ProducerBatch("", -1, 0.0, 0)
+_NO_BATCH.sealed = True
+_NO_BATCH.room = -1
 
 # Kafka's 16 KiB is tuned for the JVM. Here every batch costs the sender and
 # the broker a fixed amount of Python (request, response, completion, one
@@ -93,6 +96,8 @@ class RecordAccumulator:
         self._free = buffer_memory
         self._signalled = False
         self.closed = False
+        # the open batch with no extras that fast_send's last record went to
+        self._fast = [_NO_BATCH]
 
     # ------------------------------------------------------------ appending
 
@@ -165,6 +170,8 @@ class RecordAccumulator:
             values.append(value)
             if key is not None or timestamp_ms is not None or headers or not b.plain:
                 b.add_extras(index, key, timestamp_ms, headers)
+                if self._fast[0] is b:
+                    self._fast[0] = _NO_BATCH
             room = b.room = b.room - size
             self._free -= size
             # Seal when the next record like this one would not fit: then a
@@ -175,7 +182,7 @@ class RecordAccumulator:
                 self._signal()
         finally:
             self._release()
-        fut = _new_future(RecordFuture)
+        fut = RecordFuture()
         fut.batch = b
         fut.index = index
         return fut
@@ -195,11 +202,8 @@ class RecordAccumulator:
         release = self._release
         open_batches = self._open
         sticky_get = sticky.get
-        new = _new_future
-        # the batch the last record went to: while it is open it is the sticky
-        # partition's (sealing it moves the sticky partition on)
-        last = [ProducerBatch("", -1, 0.0, 0)]
-        last[0].sealed = True
+        fast = self._fast
+        new = RecordFuture
 
         def send(topic, value=None, key=None, partition=None, timestamp_ms=None, headers=None):
             if (value.__class__ is bytes and key is None and partition is None
@@ -207,13 +211,16 @@ class RecordAccumulator:
                 size = RECORD_OVERHEAD + len(value)
                 acquire()
                 try:
-                    b = last[0]
-                    if b.topic is not topic or b.sealed:
+                    # fast[0]: the open, plain batch the last record went to
+                    # (_seal and add_extras swap it for _NO_BATCH, of room -1)
+                    b = fast[0]
+                    if b.topic is not topic:
                         p = sticky_get(topic)
                         b = None if p is None else open_batches.get((topic, p))
-                        if b is not None:
-                            last[0] = b
-                    if b is not None and size <= b.room and size <= self._free and b.plain:
+                        if b is None or not b.plain:
+                            b = _NO_BATCH
+                        fast[0] = b
+                    if size <= b.room and size <= self._free:
                         values = b.values
                         index = len(values)
                         values.append(value)
@@ -222,7 +229,7 @@ class RecordAccumulator:
                         if room < size:  # as in append
                             self._seal((topic, b.partition), b)
                             self._signal()
-                        fut = new(RecordFuture)
+                        fut = new()
                         fut.batch = b
                         fut.index = index
                         return fut
@@ -289,6 +296,8 @@ class RecordAccumulator:
     def _seal(self, tp, b: ProducerBatch) -> None:
         del self._open[tp]
         b.sealed = True
+        if self._fast[0] is b:
+            self._fast[0] = _NO_BATCH
         self._sealed.append(b)
         if self.on_seal is not None:
             self.on_seal(b.topic, b.partition)
@@ -375,6 +384,7 @@ class RecordAccumulator:
         with self._lock:
             self._open.clear()
             self._sealed.clear()
+            self._fast[0] = _NO_BATCH
         for b in self.incomplete():
             self.completed(b, error=error)
 
