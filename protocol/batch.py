@@ -50,6 +50,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import struct
+import threading
 import zlib
 from itertools import repeat
 from operator import add as _add
@@ -79,9 +80,10 @@ NO_TIMESTAMP = -1
 DEFAULT_MAX_UNCOMPRESSED = 64 * 1024 * 1024
 
 
-def crc32c(data) -> int:
-    """CRC32C (Castagnoli) of ``data`` (any bytes-like object)."""
-    return _crc32c.crc32c(data)
+def crc32c(data, value: int = 0) -> int:
+    """CRC32C (Castagnoli) of ``data`` (any bytes-like object), continuing from
+    ``value`` (the CRC of what precedes it)."""
+    return _crc32c.crc32c(data, value)
 
 
 class Compression(enum.IntEnum):
@@ -359,9 +361,26 @@ def _zstd_decompress(data, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+_packers = threading.local()
+_PACKER_KEEP = 4 << 20  # a packer whose buffer grew past this is not kept
+
+
 def encode_payload(keys, values, ts_deltas, headers, offset_deltas=None) -> bytes:
     """msgpack the five columns; pass None for a column that is all defaults."""
-    return msgpack.packb([keys, values, ts_deltas, headers, offset_deltas], use_bin_type=True)
+    # A Packer per thread, kept: msgpack.packb makes a new one per call, whose
+    # fresh buffer (grown by reallocation, on new pages) cost a 256 KiB batch
+    # three times the packing itself.
+    packer = getattr(_packers, "packer", None)
+    if packer is None:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+    try:
+        out = packer.pack([keys, values, ts_deltas, headers, offset_deltas])
+    except BaseException:
+        _packers.packer = None  # its buffer may hold a partial object
+        raise
+    if len(out) > _PACKER_KEEP:
+        _packers.packer = None
+    return out
 
 
 def compress_payload(codec: "Compression | int", payload: bytes) -> bytes:
@@ -475,16 +494,15 @@ def assemble(
     log_append_time: int = NO_TIMESTAMP,
 ) -> bytes:
     """Prefix an already encoded (and compressed) payload with its header and CRC."""
-    buf = bytearray(HEADER_SIZE)
+    header = bytearray(HEADER_SIZE)
     HEADER.pack_into(
-        buf, 0, base_offset, HEADER_SIZE - LOG_OVERHEAD + len(payload), log_append_time, 0,
+        header, 0, base_offset, HEADER_SIZE - LOG_OVERHEAD + len(payload), log_append_time, 0,
         MAGIC, attributes, last_offset_delta, record_count, first_timestamp, max_timestamp,
         producer_id, producer_epoch, base_sequence,
     )
-    buf += payload
-    crc = crc32c(memoryview(buf)[CRC_START:])
-    struct.pack_into(">I", buf, 20, crc)
-    return bytes(buf)
+    crc = crc32c(payload, crc32c(memoryview(header)[CRC_START:]))
+    struct.pack_into(">I", header, 20, crc)
+    return b"".join((header, payload))  # the payload's one copy
 
 
 def decode_payload(buf, pos: int, header: BatchHeader, max_uncompressed: int) -> list:

@@ -427,3 +427,30 @@ def test_header_layout_offsets():
 
     assert crc == crc32c.crc32c(raw[24:])
     assert msgpack.unpackb(raw[65:]) == [[b"k", None], [b"a", b"b"], [0, 20], None, None]
+
+
+def test_a_failed_encoding_leaves_nothing_behind_for_the_next_batch():
+    with pytest.raises(TypeError):
+        batch.build_batch([b"ok", object()], now_ms=0)
+    d = batch.decode(batch.build_batch([b"next"], now_ms=0))
+    assert list(d.values) == [b"next"]
+
+
+def test_batches_encoded_in_several_threads_stay_their_own():
+    import threading
+
+    results: dict[int, list] = {}
+
+    def work(n: int) -> None:
+        out = []
+        for i in range(200):
+            values = [b"%d-%d" % (n, i)] * (i % 7 + 1)
+            out.append(list(batch.decode(batch.build_batch(values, now_ms=0)).values) == values)
+        results[n] = out
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert all(all(v) for v in results.values()) and len(results) == 4
