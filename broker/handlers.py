@@ -34,7 +34,7 @@ from protocol.errors import (
 from .config import BrokerConfig
 from .flusher import GroupCommitFlusher
 from .storage import StorageError, TopicStore
-from .waiters import LogWaiters
+from .waiters import LogWaiters, LongPoll
 
 if TYPE_CHECKING:
     from .group.handlers import GroupHandlers
@@ -337,24 +337,26 @@ class Handlers:
         # Watch before returning: an append that lands before the coroutine
         # first runs must still wake it.
         watch = self.waiters.watch((p.topic, p.partition) for p in req.partitions)
-        return self._fetch_wait(req, watch)
+        return LongPoll(watch, lambda poll: self._fetch_wait(req, poll))
 
-    async def _fetch_wait(self, req: m.FetchRequest, watch) -> m.FetchResponse:
+    async def _fetch_wait(self, req: m.FetchRequest, poll: LongPoll) -> m.FetchResponse:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + req.max_wait_ms / 1000
-        keys = watch.keys
+        keys = poll.watch.keys
         try:
-            while True:
+            while not poll.cut:
                 remaining = deadline - loop.time()
-                if remaining <= 0 or self.closing or not await watch.wait(remaining):
+                if remaining <= 0 or self.closing or not await poll.watch.wait(remaining):
                     break
-                watch.close()
-                watch = self.waiters.watch(keys)  # re-arm before reading again
+                if poll.cut:
+                    break
+                poll.watch.close()
+                poll.watch = self.waiters.watch(keys)  # re-arm before reading again
                 parts, total = self._read_all(req)
                 if total >= req.min_bytes or any(p.error_code for p in parts):
                     return m.FetchResponse(partitions=tuple(parts), correlation_id=req.correlation_id)
         finally:
-            watch.close()
+            poll.watch.close()
         parts, _ = self._read_all(req)
         return m.FetchResponse(partitions=tuple(parts), correlation_id=req.correlation_id)
 

@@ -54,7 +54,7 @@ from .group.handlers import GroupHandlers
 from .handlers import INTERNAL_TOPICS, ClientInfo, Handlers, _Ranges, error_code
 from .maintenance import Maintenance
 from .storage import LogConfig, TopicStore
-from .waiters import LogWaiters
+from .waiters import LogWaiters, LongPoll
 
 log = logging.getLogger("ferry.broker")
 
@@ -66,6 +66,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self.max_inflight = broker.config.max_inflight_requests
         self.conn = Connection(Role.SERVER, max_frame_size=broker.config.max_frame_size)
         self.reading_into_frame = False  # the last get_buffer gave a large frame's own buffer
+        self.parked: LongPoll | None = None  # the last request, if it is a parked fetch
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.client = ClientInfo()
@@ -220,6 +221,10 @@ class BrokerProtocol(asyncio.BufferedProtocol):
 
     def _dispatch(self, request: m.Message) -> None:
         self.broker.requests_served += 1
+        if self.parked is not None:
+            # its answer goes out first: make it answer now, not at max_wait_ms
+            self.parked.cut_short()
+            self.parked = None
         try:
             result = self.handlers.handle(request, self.client)
         except ApiError as exc:
@@ -232,7 +237,9 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                                    correlation_id=request.correlation_id)
         if result is None:
             return
-        if asyncio.iscoroutine(result):
+        if isinstance(result, LongPoll):
+            self.parked = result
+        if asyncio.iscoroutine(result) or isinstance(result, LongPoll):
             task = asyncio.ensure_future(result)
             self.slots.append((request.API_KEY, request.correlation_id, task))
             task.add_done_callback(self._task_done)

@@ -5,12 +5,17 @@ partition it reads and only then reads again, so an append that lands between
 the read and the wait can never be missed. ``notify`` (called after every
 append) wakes every watch of that partition. Watches are removed when the
 fetch ends, so an idle broker holds nothing.
+
+A parked fetch is a ``LongPoll``. Responses on a connection go out in request
+order, so anything the client sends after a parked fetch would wait for it;
+the server therefore cuts the parked fetch short (``cut_short``) when the next
+request arrives on its connection: it answers at once with what there is.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Hashable, Iterable
+from typing import Any, Callable, Coroutine, Hashable, Iterable
 
 
 class Watch:
@@ -70,3 +75,27 @@ class LogWaiters:
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._watches.values())
+
+
+class LongPoll:
+    """An awaitable fetch parked until data arrives; ``cut_short()`` makes it answer now.
+
+    ``run(poll)`` is the coroutine function doing the waiting: it keeps the
+    watch it currently waits on in ``poll.watch`` and stops when ``poll.cut``.
+    """
+
+    __slots__ = ("watch", "cut", "_coro")
+
+    def __init__(self, watch: Watch, run: Callable[["LongPoll"], Coroutine[Any, Any, Any]]) -> None:
+        self.watch = watch
+        self.cut = False
+        self._coro = run(self)
+
+    def __await__(self):
+        return self._coro.__await__()
+
+    def cut_short(self) -> None:
+        self.cut = True
+        future = self.watch.future
+        if not future.done():
+            future.set_result(None)

@@ -2,14 +2,17 @@
 
 Theory of operation
 -------------------
-One task per consumer. For each broker it keeps at most one FetchRequest in
-flight, naming every assigned partition the broker leads that is *fetchable*:
-its position is known, nothing fetched for it is waiting in the buffer, and
-it is not paused. A broker gets no new fetch while one of its partitions has a
-chunk still waiting in the buffer: then the next fetch (of all its partitions)
-leaves the moment the consumer takes that chunk, and is on the wire while the
-user iterates it. So iteration does not wait a round trip per chunk, memory
-stays bounded to about one chunk per partition, and an idle partition's long
+One task per consumer. It fetches from each broker every assigned partition
+the broker leads that is *fetchable*: its position is known, no fetch of it is
+in flight, fewer than ``FETCH_AHEAD`` (two) fetched chunks of it wait in the
+buffer, and it is not paused. (A seek makes a partition fetchable at once,
+even while a fetch of its old position is still parked at the broker.) A broker gets no new fetch while one
+of its partitions has two chunks waiting: the next fetch (of all its
+partitions) leaves the moment the consumer takes one. So while the user
+iterates one chunk the next is already here or on the wire, and when the
+consumer keeps up, a fetch is always parked at the broker: a record produced
+is sent on at once, with no round trip of the consumer's in between. Memory
+stays bounded to about two chunks per partition, and an idle partition's long
 poll never holds back a busy one.
 
 Each partition's records become one ``PartitionRecords`` chunk, built by
@@ -148,7 +151,6 @@ class Fetcher:
         self.buffer = RecordBuffer(subscriptions, self.wake_threadsafe)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_ident: int | None = None
-        self._in_flight: set[int] = set()
         self._backoff_until: dict[int, float] = {}
         self._task: asyncio.Task | None = None
 
@@ -197,7 +199,8 @@ class Fetcher:
                 pass
 
     def _send_fetches(self) -> bool:
-        """Start a fetch for each idle broker; True if something must be retried later."""
+        """Start a fetch for each broker with fetchable partitions; True if something
+        must be retried later."""
         meta = self.cluster.metadata
         now = time.monotonic()
         by_node: dict[int, list[TopicPartition]] = defaultdict(list)
@@ -210,30 +213,32 @@ class Fetcher:
                     retry_later = True
                     self.cluster.request_update()
                 continue
-            if st.buffered:
+            if st.full:
                 blocked.add(leader)
             elif st.fetchable():
                 by_node[leader].append(tp)
         for node, tps in by_node.items():
-            if node in self._in_flight or node in blocked:
+            if node in blocked:
                 continue
             if self._backoff_until.get(node, 0) > now:
                 retry_later = True
                 continue
-            self._in_flight.add(node)
-            asyncio.create_task(self._fetch(node, tps))
+            # Marked now, not when the task first runs: a partition is in at
+            # most one fetch of its epoch. (After a seek it may be in a new
+            # fetch while an old one is still parked at the broker; that one's
+            # records are dropped when it returns.)
+            sent = {}
+            for tp in tps:
+                st = self.subs.assignment[tp]
+                st.in_flight = st.epoch
+                sent[tp] = (st, st.epoch, st.fetch_offset)
+            asyncio.create_task(self._fetch(node, sent))
         return retry_later
 
-    async def _fetch(self, node: int, tps: list[TopicPartition]) -> None:
+    async def _fetch(self, node: int, sent: dict) -> None:
         subs = self.subs
-        sent = {}
-        parts = []
-        for tp in tps:
-            st = subs.assignment[tp]
-            st.in_flight = True
-            sent[tp] = (st, st.epoch, st.fetch_offset)
-            parts.append(FetchPartition(tp.topic, tp.partition, st.fetch_offset,
-                                        st.max_bytes or self.partition_max_bytes))
+        parts = [FetchPartition(tp.topic, tp.partition, offset, st.max_bytes or self.partition_max_bytes)
+                 for tp, (st, _, offset) in sent.items()]
         request = FetchRequest(
             max_wait_ms=self.max_wait_ms, min_bytes=self.min_bytes, max_bytes=self.max_bytes,
             isolation_level=self.isolation_level, partitions=tuple(parts),
@@ -252,9 +257,9 @@ class Fetcher:
             self._backoff_until[node] = time.monotonic() + self.retry_backoff
             resp = None
         finally:
-            for st, _, _ in sent.values():
-                st.in_flight = False
-            self._in_flight.discard(node)
+            for st, epoch, _ in sent.values():
+                if st.in_flight == epoch:
+                    st.in_flight = -1
         if resp is not None:
             for p in resp.partitions:
                 tp = TopicPartition(p.topic, p.partition)
@@ -275,8 +280,7 @@ class Fetcher:
         code = p.error_code
         if code == ErrorCode.OFFSET_OUT_OF_RANGE:
             if self.subs.default_reset is None:
-                st.buffered = True
-                self.buffer.put(PartitionRecords(tp, st.epoch, None, offset, OffsetOutOfRangeError(
+                self._put_error(st, PartitionRecords(tp, st.epoch, None, offset, OffsetOutOfRangeError(
                     f"offset {offset} is out of range for {tp.topic}/{tp.partition} "
                     f"and auto_offset_reset is 'none'"
                 )))
@@ -290,8 +294,7 @@ class Fetcher:
                 self.cluster.request_update()
             cls = ApiError.for_code(code)
             if not cls.retriable:
-                st.buffered = True
-                self.buffer.put(PartitionRecords(tp, st.epoch, None, offset, cls(
+                self._put_error(st, PartitionRecords(tp, st.epoch, None, offset, cls(
                     f"fetching {tp.topic}/{tp.partition}: {cls.description}"
                 )))
             return
@@ -305,8 +308,7 @@ class Fetcher:
                 value_deserializer=self.value_deserializer, check_crcs=self.check_crcs,
             )
         except ApiError as exc:  # CorruptMessageError: the user must seek past it
-            st.buffered = True
-            self.buffer.put(PartitionRecords(tp, st.epoch, None, offset, exc))
+            self._put_error(st, PartitionRecords(tp, st.epoch, None, offset, exc))
             return
         if not complete:
             # one batch is larger than the partition's byte limit: ask for more
@@ -315,8 +317,14 @@ class Fetcher:
         st.max_bytes = None
         if next_offset > offset:
             st.fetch_offset = next_offset
-            st.buffered = True
+            st.fetched += 1
             self.buffer.put(PartitionRecords(tp, st.epoch, columns, next_offset))
+
+    def _put_error(self, st, chunk: PartitionRecords) -> None:
+        """Queue an error for the consumer; the partition is not fetched until it is taken."""
+        st.fetched += 1
+        st.stalled = True
+        self.buffer.put(chunk)
 
     # ------------------------------------------------------------ offsets
 

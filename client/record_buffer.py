@@ -7,9 +7,8 @@ The fetcher turns each partition's part of a fetch response into one
 ``put``s it in the
 ``RecordBuffer``, in the event loop's thread. The consuming side (the loop
 thread for AsyncConsumer, the caller's thread for Consumer) makes the oldest
-chunk *current*, which clears the partition's ``buffered`` flag and wakes the
-fetcher, so the next fetch of that partition is in flight while the user works
-through the current chunk.
+chunk *current*, which counts it as taken and wakes the fetcher, which keeps
+up to ``FETCH_AHEAD`` chunks of each partition fetched ahead of the consumer.
 
 Iteration is C-level: the consumer's generator does ``yield from`` over the
 chunk's record-making iterator. Where the user stopped inside a chunk is read
@@ -162,10 +161,10 @@ class RecordBuffer:
                 if st.paused:
                     kept.append(chunk)
                     continue
-                if st.buffered:
-                    st.buffered = False
-                    taken = True
+                st.taken += 1
+                taken = True
                 if chunk.error is not None:
+                    st.stalled = False
                     raise chunk.error
                 if chunk.pos >= chunk.count:
                     st.position = chunk.next_offset

@@ -4,8 +4,9 @@
 to the user, advanced as records are consumed) from the *fetch offset* (next
 offset to request, advanced when a fetch arrives, so it runs ahead). Seeking
 sets both and bumps ``epoch``: fetched records stamped with an older epoch are
-dropped. The state is changed in the event loop's thread, except ``position``
-and ``buffered``, which the consuming side updates as it takes records.
+dropped. The state is changed in the event loop's thread, except ``position``,
+``taken`` and ``stalled``, which the consuming side updates as it takes records
+(``fetched`` and ``taken`` each have one writer, so neither update is lost).
 """
 
 from __future__ import annotations
@@ -20,39 +21,54 @@ from .errors import IllegalStateError
 from .structs import TopicPartition
 
 RESET_STRATEGIES = {"earliest": EARLIEST, "latest": LATEST, "none": None}
+# Chunks of one partition that may wait for the consumer: with two, the next
+# fetch is parked at the broker while the consumer works through the last one.
+FETCH_AHEAD = 2
 
 
 class PartitionState:
-    __slots__ = ("position", "fetch_offset", "epoch", "reset", "buffered", "in_flight",
-                 "highwater", "log_start", "paused", "max_bytes")
+    __slots__ = ("position", "fetch_offset", "epoch", "reset", "fetched", "taken", "stalled",
+                 "in_flight", "highwater", "log_start", "paused", "max_bytes")
 
     def __init__(self, reset: int | None) -> None:
         self.position: int | None = None
         self.fetch_offset: int | None = None
         self.epoch = 0
         self.reset = reset  # EARLIEST/LATEST/a timestamp: look the position up
-        self.buffered = False  # a fetched chunk waits for the consumer
-        self.in_flight = False
+        self.fetched = 0  # chunks the fetcher put in the buffer (loop thread)
+        self.taken = 0  # of those, chunks the consumer took (consuming thread)
+        self.stalled = False  # an error chunk waits: fetch nothing until it is taken
+        self.in_flight = -1  # the epoch of this partition's fetch in flight, or -1
         self.highwater = -1
         self.log_start = -1
         self.paused = False
         self.max_bytes: int | None = None  # raised for a batch over max_partition_fetch_bytes
 
+    @property
+    def full(self) -> bool:
+        """As many chunks wait for the consumer as may be fetched ahead, or an error does."""
+        return self.fetched - self.taken >= FETCH_AHEAD or self.stalled
+
     def fetchable(self) -> bool:
-        return (self.fetch_offset is not None and self.reset is None and not self.buffered
-                and not self.in_flight and not self.paused)
+        return (self.fetch_offset is not None and self.reset is None and not self.full
+                and self.in_flight != self.epoch and not self.paused)
+
+    def _forget_chunks(self) -> None:
+        # chunks of the old epoch are dropped unread: they no longer count
+        self.fetched = self.taken
+        self.stalled = False
 
     def seek(self, offset: int) -> None:
         self.position = self.fetch_offset = offset
         self.reset = None
         self.epoch += 1
-        self.buffered = False
+        self._forget_chunks()
 
     def request_reset(self, strategy: int) -> None:
         self.position = self.fetch_offset = None
         self.reset = strategy
         self.epoch += 1
-        self.buffered = False
+        self._forget_chunks()
 
 
 class SubscriptionState:

@@ -96,6 +96,30 @@ def test_pipelined_responses_keep_request_order(broker):
         assert second.correlation_id == quick.correlation_id
 
 
+def test_a_request_behind_a_parked_fetch_cuts_it_short(broker):
+    """Answers go out in request order, so a parked fetch would hold back what
+    follows it for max_wait_ms: the next request makes it answer at once."""
+    with RawClient(broker.host, broker.port, timeout=10) as c:
+        produce(c, "behind", [b"0"])
+        parked = m.FetchRequest(max_wait_ms=600_000, partitions=(m.FetchPartition("behind", 0, 1),),
+                                correlation_id=c.next_id())
+        again = m.FetchRequest(max_wait_ms=0, partitions=(m.FetchPartition("behind", 0, 0),),
+                               correlation_id=c.next_id())
+        c.send(parked)
+        c.send(again)  # e.g. after a seek: fetch the same partition from elsewhere
+        first, second = c.next_event(), c.next_event()  # within the socket's 10 s
+        assert first.correlation_id == parked.correlation_id
+        assert first.partitions[0].error_code == 0 and len(first.partitions[0].records) == 0
+        assert second.correlation_id == again.correlation_id
+        assert values_of(second.partitions[0].records) == [b"0"]
+        # and a parked fetch that nothing follows still waits for data
+        c.send(m.FetchRequest(max_wait_ms=600_000, partitions=(m.FetchPartition("behind", 0, 1),),
+                              correlation_id=c.next_id()))
+        with RawClient(broker.host, broker.port) as p:
+            produce(p, "behind", [b"1"])
+        assert values_of(c.next_event().partitions[0].records) == [b"1"]
+
+
 def test_acks_zero_gets_no_response_but_is_stored(broker):
     with RawClient(broker.host, broker.port) as c:
         produce(c, "fire", [b"x"], acks=0)

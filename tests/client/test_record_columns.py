@@ -59,3 +59,23 @@ def test_a_chunk_stopped_mid_iteration_resumes_where_the_user_stopped(batches, d
     got += list(it)
     chunk.iteration_ended(it)
     assert got == expected and chunk.exhausted and chunk.position() == 999
+
+
+def test_a_partition_is_fetched_ahead_by_at_most_two_chunks():
+    from client.subscription import FETCH_AHEAD, PartitionState
+
+    st = PartitionState(None)
+    st.seek(0)
+    assert st.fetchable()
+    st.fetched += 1  # one chunk waits: the next fetch may still go
+    assert st.fetchable() and not st.full
+    st.fetched += 1
+    assert FETCH_AHEAD == 2 and st.full and not st.fetchable()
+    st.taken += 1  # the consumer took one
+    assert st.fetchable()
+    st.in_flight = st.epoch  # a fetch of this epoch is out
+    assert not st.fetchable()
+    st.seek(5)  # a seek forgets waiting chunks and the old fetch
+    assert st.fetchable() and st.fetched == st.taken
+    st.stalled = True  # an error waits for the consumer
+    assert st.full and not st.fetchable()
