@@ -30,16 +30,26 @@ class Watch:
 
     async def wait(self, timeout: float) -> bool:
         """True if an append woke it, False after ``timeout`` seconds."""
-        if self.future.done():
-            return True
+        future = self.future
+        if future.done():
+            return not future.cancelled() and future.result()
+        # The future itself, with a timer resolving it False: waking the
+        # fetch is then one step of the loop (wait_for over a shield took
+        # three, each a pass of the event loop between an append and the
+        # answer to a parked fetch).
+        timer = future.get_loop().call_later(timeout, _expire, future)
         try:
-            await asyncio.wait_for(asyncio.shield(self.future), timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
+            return await future
+        finally:
+            timer.cancel()
 
     def close(self) -> None:
         self._owner._remove(self)
+
+
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(False)
 
 
 class LogWaiters:
@@ -67,7 +77,7 @@ class LogWaiters:
         if watches:
             for w in watches:
                 if not w.future.done():
-                    w.future.set_result(None)
+                    w.future.set_result(True)
 
     def notify_all(self) -> None:
         for key in list(self._watches):
@@ -98,4 +108,4 @@ class LongPoll:
         self.cut = True
         future = self.watch.future
         if not future.done():
-            future.set_result(None)
+            future.set_result(True)
