@@ -32,14 +32,17 @@ async def list_offsets(
     result: dict[TopicPartition, tuple[int, int]] = {}
     todo = {TopicPartition(*tp): ts for tp, ts in timestamps.items()}
     last: BaseException | None = None
+    first = True
     while todo:
         meta = cluster.metadata
         by_node: dict[int, list] = defaultdict(list)
         missing = set()
+        leaderless = errors = False
         for tp, ts in todo.items():
             leader = meta.leader_for(tp.topic, tp.partition)
             if leader is None:
                 missing.add(tp.topic)
+                leaderless = True
             else:
                 by_node[leader].append(ListOffsetsPartition(tp.topic, tp.partition, ts))
         for node, parts in by_node.items():
@@ -50,6 +53,7 @@ async def list_offsets(
                 break
             except (NetworkError, NoBrokersAvailable, RetriableError) as exc:
                 last = exc
+                errors = True
                 continue
             for p in resp.partitions:
                 tp = TopicPartition(p.topic, p.partition)
@@ -61,6 +65,7 @@ async def list_offsets(
                     if not cls.retriable:
                         raise exc
                     last = exc
+                    errors = True
                     missing.add(tp.topic)
                     continue
                 result[tp] = (p.offset, p.timestamp)
@@ -74,7 +79,10 @@ async def list_offsets(
             raise FerryTimeoutError(
                 f"could not list offsets of {names} within {timeout * 1000:.0f} ms{why}"
             )
-        await asyncio.sleep(min(retry_backoff, remaining))
+        if not (first and leaderless and not errors):
+            await asyncio.sleep(min(retry_backoff, remaining))
+        # else the first try only lacked metadata: refresh it at once, no back-off
+        first = False
         if missing:
             cluster.tracked |= missing
             try:
