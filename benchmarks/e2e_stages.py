@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Where end-to-end latency goes: each record timed at six points on its way.
+"""Where end-to-end latency goes: each record timed at seven points on its way.
 
 The ``ferry perf e2e`` workload (100-byte records at a fixed rate, linger_ms=0,
 acks=1, a blocking Producer here and a blocking Consumer in another process)
@@ -9,6 +9,7 @@ clock for all processes on Linux) in its first 8 bytes, and each probe notes
 when that record passed:
 
     P  the producer's I/O thread encoded its batch (``ProducerBatch.encode``)
+    PW it handed the request to the socket         (``AsyncConnection.send``)
     B0 the broker's produce handler began        (``Handlers.produce``)
     B1 the broker appended it and woke the fetches waiting on its partition
     B2 the broker began sending it in a fetch response (``BrokerProtocol._send``)
@@ -43,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-STAGES = ["P", "B0", "B1", "B2", "C1", "C2"]
+STAGES = ["P", "PW", "B0", "B1", "B2", "C1", "C2"]
 now = time.monotonic_ns
 
 
@@ -163,7 +164,10 @@ def _pct(xs: list[float], p: float) -> float:
 
 def run(records: int, rate: float, tmp: str) -> dict:
     from client import Producer
+    from client import conn as CN
     from client import producer_batch as PB
+    from protocol import batch as B
+    from protocol.messages import ProduceRequest
 
     ctx = multiprocessing.get_context("spawn")
     port, bready, stop = ctx.Value("i", 0), ctx.Event(), ctx.Event()
@@ -186,6 +190,17 @@ def run(records: int, rate: float, tmp: str) -> dict:
             return data
 
         PB.ProducerBatch.encode = probed_encode
+        send = CN.AsyncConnection.send
+
+        async def probed_send(self, request, timeout=None):
+            future = await send(self, request, timeout)
+            if type(request) is ProduceRequest:
+                t = now()
+                plog.extend((_sent_at(v), "PW", t) for p in request.partitions
+                            for pos, _ in B.iter_complete(p.records) for v in B.decode(p.records, pos).values)
+            return future
+
+        CN.AsyncConnection.send = probed_send
         topic = "stages"
         with Producer(bootstrap_servers=bootstrap, acks=1, linger_ms=0) as producer:
             producer.partitions_for(topic)
@@ -205,7 +220,7 @@ def run(records: int, rate: float, tmp: str) -> dict:
             producer.flush(30)
             done.set()
             cproc.join(120)
-        PB.ProducerBatch.encode = encode
+        PB.ProducerBatch.encode, CN.AsyncConnection.send = encode, send
     finally:
         stop.set()
         bproc.join(30)

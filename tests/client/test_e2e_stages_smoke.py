@@ -24,8 +24,9 @@ def test_every_record_is_seen_at_every_stage(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads(res.stdout)
     assert out["records"] == 300 and out["complete"] == 300
-    assert set(out["since_send_ms"]) == {"P", "B0", "B1", "B2", "C1", "C2"}
-    assert set(out["stage_ms"]) == {"P->B0", "B0->B1", "B1->B2", "B2->C1", "C1->C2"}
-    p50s = [out["since_send_ms"][s]["p50"] for s in ("P", "B0", "B1", "B2", "C1", "C2")]
+    stages = ("P", "PW", "B0", "B1", "B2", "C1", "C2")
+    assert tuple(out["since_send_ms"]) == stages
+    assert set(out["stage_ms"]) == {f"{a}->{b}" for a, b in zip(stages, stages[1:])}
+    p50s = [out["since_send_ms"][s]["p50"] for s in stages]
     assert p50s == sorted(p50s)  # the stages come in the order a record passes them
     assert out["fetches"] >= 1 and 0 <= out["records_waiting_for_a_fetch"] <= 300
