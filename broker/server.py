@@ -59,6 +59,18 @@ from .waiters import LogWaiters, LongPoll
 log = logging.getLogger("ferry.broker")
 
 
+SMALL_RESPONSE = 64 * 1024  # a response up to this size is written in one piece
+
+
+def _read_part(part) -> bytes:
+    """The bytes of one part of a response: as given, or read from its file ranges."""
+    if isinstance(part, _Ranges):
+        return b"".join([rng.read() for rng in part.ranges])
+    if isinstance(part, (bytes, bytearray, memoryview)):
+        return part
+    return part.read()  # a bare storage FileRange
+
+
 class BrokerProtocol(asyncio.BufferedProtocol):
     def __init__(self, broker: "Broker") -> None:
         self.broker = broker
@@ -300,6 +312,12 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         except Exception as exc:
             log.exception("cannot encode response for %s", self.peer)
             self.close(f"encoding failed: {exc}")
+            return
+        if len(parts) > 1 and sum(map(len, parts)) <= SMALL_RESPONSE:
+            # One write, so one wake-up of the client, not one for the frame's
+            # prefix and another for the records: what a consumer keeping up
+            # is sent, a few records at a time. Larger ones go by sendfile.
+            self.transport.write(b"".join([_read_part(p) for p in parts]))
             return
         for part in parts:
             if isinstance(part, _Ranges):
