@@ -64,7 +64,6 @@ from array import array
 from dataclasses import asdict, dataclass
 from functools import partial
 from itertools import cycle, islice
-from operator import attrgetter
 from typing import Callable
 
 from .accumulator import DEFAULT_BATCH_SIZE
