@@ -4,17 +4,18 @@ Theory of operation
 -------------------
 The fetcher turns each partition's part of a fetch response into one
 ``PartitionRecords`` chunk (its records' columns, see ``record_columns``) and
-``put``s it in the
-``RecordBuffer``, in the event loop's thread. The consuming side (the loop
-thread for AsyncConsumer, the caller's thread for Consumer) makes the oldest
-chunk *current*, which counts it as taken and wakes the fetcher, which keeps
-up to ``FETCH_AHEAD`` chunks of each partition fetched ahead of the consumer.
+``put``s it in the ``RecordBuffer``, in the event loop's thread. The
+consuming side (the loop thread for AsyncConsumer, the caller's thread for
+Consumer) makes the oldest chunk *current*, which counts it as taken and
+wakes the fetcher, which keeps up to ``FETCH_AHEAD`` chunks of each
+partition fetched ahead of the consumer.
 
-Iteration is C-level: the consumer's generator does ``yield from`` over the
-chunk's record-making iterator. Where the user stopped inside a chunk is read
-back from its offsets column's list iterator (``__length_hint__``), and a seek
-ends the iteration by moving that iterator to the end (``__setstate__``);
-nothing is done per record in Python.
+Iteration is C-level: the consumer hands out records straight from the
+chunk's record-making iterator (the blocking one through
+``itertools.chain``). Where the user stopped inside a chunk is read back from
+its offsets column's list iterator (``__length_hint__``), and a seek ends the
+iteration by moving that iterator to the end (``__setstate__``); nothing is
+done per record in Python.
 """
 
 from __future__ import annotations
