@@ -59,6 +59,14 @@ def draw_charts(results: dict, directory: Path) -> list[tuple[str, Path]]:
     mode = results.get("meta", {}).get("mode", "full")
     note = f"Ferry perf suite ({mode} run), one broker and client processes on one machine"
 
+    def save(fig, name: str, title: str) -> None:
+        fig.text(0.5, 0.005, note, ha="center", fontsize=7, color="gray")
+        fig.tight_layout(rect=(0, 0.03, 1, 1))
+        path = directory / name
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        drawn.append((title, path))
+
     # throughput by record size, one line per acks (1 partition, 1 producer)
     produce = [r for r in _ok(results.get("produce", [])) if r["partitions"] == 1 and r["producers"] == 1]
     consume = [r for r in _ok(results.get("consume", [])) if r["partitions"] == 1]
@@ -91,12 +99,7 @@ def draw_charts(results: dict, directory: Path) -> list[tuple[str, Path]]:
         ax2.set_ylim(bottom=0)
         ax1.legend(fontsize=8)
         fig.suptitle("Throughput by record size (1 partition, 1 producer process)")
-        fig.text(0.5, 0.005, note, ha="center", fontsize=7, color="gray")
-        fig.tight_layout(rect=(0, 0.03, 1, 1))
-        path = directory / "throughput_by_record_size.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        drawn.append(("Throughput by record size", path))
+        save(fig, "throughput_by_record_size.png", "Throughput by record size")
 
     # throughput by partitions and producer processes, 100-byte records
     cells = [r for r in _ok(results.get("produce", [])) if r["size"] == 100]
@@ -124,12 +127,7 @@ def draw_charts(results: dict, directory: Path) -> list[tuple[str, Path]]:
         axes[0][0].set_ylabel("records/s")
         axes[0][0].legend(fontsize=8)
         fig.suptitle("Produce throughput by partitions and producer processes (100-byte records)")
-        fig.text(0.5, 0.005, note, ha="center", fontsize=7, color="gray")
-        fig.tight_layout(rect=(0, 0.03, 1, 1))
-        path = directory / "throughput_by_partitions.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        drawn.append(("Produce throughput by partitions and producer processes", path))
+        save(fig, "throughput_by_partitions.png", "Produce throughput by partitions and producer processes")
 
     # latency percentiles at 5,000 records/s
     series = []
@@ -155,12 +153,7 @@ def draw_charts(results: dict, directory: Path) -> list[tuple[str, Path]]:
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(fontsize=8)
         ax.set_title("Latency percentiles at 5,000 records/s, 100-byte records, linger_ms=0")
-        fig.text(0.5, 0.005, note, ha="center", fontsize=7, color="gray")
-        fig.tight_layout(rect=(0, 0.03, 1, 1))
-        path = directory / "latency_percentiles.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        drawn.append(("Latency percentiles at 5,000 records/s", path))
+        save(fig, "latency_percentiles.png", "Latency percentiles at 5,000 records/s")
     return drawn
 
 

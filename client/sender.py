@@ -445,13 +445,18 @@ class Sender:
         for b in by_tp.values():  # the broker did not answer for it
             self._attempt_failed(b, NetworkError(f"{b.topic}/{b.partition}: missing from the produce response"), None)
 
+    def _release_numbered(self, b: ProducerBatch):
+        """Take the numbered batch ``b`` out of its partition's unacked ones; its state."""
+        st = self._parts[(b.topic, b.partition)]
+        try:
+            st.unacked.remove(b)
+        except ValueError:
+            pass
+        return st
+
     def _succeeded(self, b: ProducerBatch, base_offset: int, log_append_time: int) -> None:
         if b.sequence >= 0:
-            st = self._parts[(b.topic, b.partition)]
-            try:
-                st.unacked.remove(b)
-            except ValueError:
-                pass
+            st = self._release_numbered(b)
             if st.reset and b.ordinal > st.resolved_by:
                 st.reset = False  # the broker took a later batch: the chain is whole
                 st.resolved_by = NEVER
@@ -524,11 +529,7 @@ class Sender:
     def _fail(self, b: ProducerBatch, exc: BaseException) -> None:
         """Complete ``b`` with ``exc``; a numbered batch breaks its partition's chain."""
         if b.sequence >= 0:
-            st = self._parts[(b.topic, b.partition)]
-            try:
-                st.unacked.remove(b)
-            except ValueError:
-                pass
+            st = self._release_numbered(b)
             if not b.done:
                 st.broken(b.ordinal)
                 st.stalled = True  # let later attempts in flight answer before renumbering
