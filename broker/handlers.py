@@ -2,8 +2,9 @@
 
 Handlers run on the event loop thread. Most answer at once and return the
 response message; those that must wait (a fetch long-polling for data, a
-produce with acks=all waiting for its fsync) return a coroutine, which the
-connection awaits while keeping responses in request order. A produce with
+produce with acks=all waiting for its fsync) return a ``LongPoll`` or a
+coroutine, which the connection waits for while keeping responses in
+request order. A produce with
 acks=0 returns None: no response is sent.
 
 Errors are answered per topic or partition with the code of the exception
@@ -44,7 +45,7 @@ log = logging.getLogger("ferry.broker.handlers")
 # Topics the broker itself writes (committed offsets); clients may read them.
 INTERNAL_TOPICS = frozenset({"__consumer_offsets"})
 
-Result = m.Message | Awaitable[m.Message | None] | None
+Result = m.Message | LongPoll | Awaitable[m.Message | None] | None
 
 
 class ClientInfo(NamedTuple):
@@ -334,31 +335,16 @@ class Handlers:
         parts, total = self._read_all(req)
         if total >= req.min_bytes or req.max_wait_ms <= 0 or any(p.error_code for p in parts):
             return m.FetchResponse(partitions=tuple(parts), correlation_id=req.correlation_id)
-        # Watch before returning: an append that lands before the coroutine
-        # first runs must still wake it.
-        watch = self.waiters.watch((p.topic, p.partition) for p in req.partitions)
-        return LongPoll(watch, lambda poll: self._fetch_wait(req, poll))
 
-    async def _fetch_wait(self, req: m.FetchRequest, poll: LongPoll) -> m.FetchResponse:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + req.max_wait_ms / 1000
-        keys = poll.watch.keys
-        try:
-            while not poll.cut:
-                remaining = deadline - loop.time()
-                if remaining <= 0 or self.closing or not await poll.watch.wait(remaining):
-                    break
-                if poll.cut:
-                    break
-                poll.watch.close()
-                poll.watch = self.waiters.watch(keys)  # re-arm before reading again
-                parts, total = self._read_all(req)
-                if total >= req.min_bytes or any(p.error_code for p in parts):
-                    return m.FetchResponse(partitions=tuple(parts), correlation_id=req.correlation_id)
-        finally:
-            poll.watch.close()
-        parts, _ = self._read_all(req)
-        return m.FetchResponse(partitions=tuple(parts), correlation_id=req.correlation_id)
+        def read(final: bool) -> m.FetchResponse | None:
+            parts, total = self._read_all(req)
+            if final or self.closing or total >= req.min_bytes or any(p.error_code for p in parts):
+                return m.FetchResponse(partitions=tuple(parts), correlation_id=req.correlation_id)
+            return None
+
+        # Parked now, before returning: an append that lands next must wake it.
+        return self.waiters.park(((p.topic, p.partition) for p in req.partitions), read,
+                                 req.max_wait_ms / 1000)
 
     # ------------------------------------------------------------ offsets
 

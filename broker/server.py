@@ -116,7 +116,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self.broker.connections.discard(self)
         for slot in self.slots:
             task = slot[2]
-            if isinstance(task, asyncio.Future) and not task.done():
+            if isinstance(task, (asyncio.Future, LongPoll)) and not task.done():
                 task.cancel()
         self.slots.clear()
         self.broker.connection_gone()
@@ -250,8 +250,12 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         if result is None:
             return
         if isinstance(result, LongPoll):
+            # answered by a plain call when the log grows: no task, no future
             self.parked = result
-        if asyncio.iscoroutine(result) or isinstance(result, LongPoll):
+            self.slots.append((request.API_KEY, request.correlation_id, result))
+            result.on_done = self._task_done
+            return
+        if asyncio.iscoroutine(result):
             task = asyncio.ensure_future(result)
             self.slots.append((request.API_KEY, request.correlation_id, task))
             task.add_done_callback(self._task_done)
@@ -274,7 +278,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         # one response beyond the mark, however many requests it pipelined.
         while slots and not self.write_paused:
             api_key, corr_id, item = slots[0]
-            if isinstance(item, asyncio.Future):
+            if isinstance(item, (asyncio.Future, LongPoll)):
                 if not item.done():
                     break
                 slots.popleft()

@@ -1,111 +1,152 @@
-"""Long-poll support: fetches wait for "the log end offset advanced" on partitions.
+"""Long polls: fetches parked until their partitions' logs grow.
 
-A fetch that found fewer than ``min_bytes`` *first* registers a watch on every
-partition it reads and only then reads again, so an append that lands between
-the read and the wait can never be missed. ``notify`` (called after every
-append) wakes every watch of that partition. Watches are removed when the
-fetch ends, so an idle broker holds nothing.
+A fetch that found fewer than ``min_bytes`` becomes a ``LongPoll``,
+registered on every partition it reads before the handler returns (the loop
+runs nothing in between, so no append can slip past it). ``notify`` (called
+after every append) marks the polls of that partition woken, and one
+callback of the loop then lets each read again: one that now has enough
+answers at once, with no task or future between the append and the write
+of its answer. A poll also answers when its ``max_wait_ms`` is up, when the
+broker shuts down, and when cut short.
 
-A parked fetch is a ``LongPoll``. Responses on a connection go out in request
-order, so anything the client sends after a parked fetch would wait for it;
-the server therefore cuts the parked fetch short (``cut_short``) when the next
-request arrives on its connection: it answers at once with what there is.
+Responses on a connection go out in request order, so anything the client
+sends after a parked fetch would wait for it; the server therefore cuts the
+parked fetch short (``cut_short``) when the next request arrives on its
+connection: it answers at once with what there is.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Coroutine, Hashable, Iterable
+from typing import Any, Callable, Hashable, Iterable
 
-
-class Watch:
-    """A registration on some partitions; ``future`` completes on the first append."""
-
-    __slots__ = ("keys", "future", "_owner")
-
-    def __init__(self, owner: "LogWaiters", keys: list, future: asyncio.Future) -> None:
-        self._owner = owner
-        self.keys = keys
-        self.future = future
-
-    async def wait(self, timeout: float) -> bool:
-        """True if an append woke it, False after ``timeout`` seconds."""
-        future = self.future
-        if future.done():
-            return not future.cancelled() and future.result()
-        # The future itself, with a timer resolving it False: waking the
-        # fetch is then one step of the loop (wait_for over a shield took
-        # three, each a pass of the event loop between an append and the
-        # answer to a parked fetch).
-        timer = future.get_loop().call_later(timeout, _expire, future)
-        try:
-            return await future
-        finally:
-            timer.cancel()
-
-    def close(self) -> None:
-        self._owner._remove(self)
-
-
-def _expire(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_result(False)
-
-
-class LogWaiters:
-    def __init__(self) -> None:
-        self._watches: dict[Hashable, set[Watch]] = {}
-
-    def watch(self, keys: Iterable[Hashable]) -> Watch:
-        """Register interest in ``keys`` now (synchronously). Close it when done."""
-        w = Watch(self, list(keys), asyncio.get_running_loop().create_future())
-        for key in w.keys:
-            self._watches.setdefault(key, set()).add(w)
-        return w
-
-    def _remove(self, w: Watch) -> None:
-        for key in w.keys:
-            s = self._watches.get(key)
-            if s is not None:
-                s.discard(w)
-                if not s:
-                    del self._watches[key]
-
-    def notify(self, key: Hashable) -> None:
-        """Wake every fetch watching ``key``. Never blocks."""
-        watches = self._watches.get(key)
-        if watches:
-            for w in watches:
-                if not w.future.done():
-                    w.future.set_result(True)
-
-    def notify_all(self) -> None:
-        for key in list(self._watches):
-            self.notify(key)
-
-    def __len__(self) -> int:
-        return sum(len(s) for s in self._watches.values())
+# read(final) -> the response, or None to keep waiting (never None when final)
+Reader = Callable[[bool], Any]
 
 
 class LongPoll:
-    """An awaitable fetch parked until data arrives; ``cut_short()`` makes it answer now.
+    """A parked fetch. Future-like for the server: ``done``, ``result``, ``exception``.
 
-    ``run(poll)`` is the coroutine function doing the waiting: it keeps the
-    watch it currently waits on in ``poll.watch`` and stops when ``poll.cut``.
+    ``on_done`` (set by the server) is called, synchronously, when the answer
+    is ready; the answer is whatever ``read`` returned.
     """
 
-    __slots__ = ("watch", "cut", "_coro")
+    __slots__ = ("keys", "on_done", "woken", "_owner", "_read", "_timer", "_done",
+                 "_result", "_exception", "_cancelled")
 
-    def __init__(self, watch: Watch, run: Callable[["LongPoll"], Coroutine[Any, Any, Any]]) -> None:
-        self.watch = watch
-        self.cut = False
-        self._coro = run(self)
+    def __init__(self, owner: "LogWaiters", keys: list, read: Reader, timeout: float) -> None:
+        self._owner = owner
+        self.keys = keys
+        self._read = read
+        self.on_done: Callable[["LongPoll"], None] | None = None
+        self.woken = False
+        self._done = self._cancelled = False
+        self._result = self._exception = None
+        self._timer = asyncio.get_running_loop().call_later(timeout, self._finish)
 
-    def __await__(self):
-        return self._coro.__await__()
+    # ------------------------------------------------------------ future-like
+
+    def done(self) -> bool:
+        return self._done
+
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def result(self) -> Any:
+        if self._exception is not None:
+            raise self._exception
+        return self._result
+
+    def exception(self) -> BaseException | None:
+        return self._exception
+
+    def cancel(self) -> None:
+        """The connection is gone: stop waiting, answer nothing."""
+        if not self._done:
+            self._cancelled = True
+            self._end()
+
+    # ------------------------------------------------------------ waking
 
     def cut_short(self) -> None:
-        self.cut = True
-        future = self.watch.future
-        if not future.done():
-            future.set_result(True)
+        """Answer now with what there is."""
+        if not self._done:
+            self._finish()
+
+    def _wake(self) -> None:
+        """The log grew: answer if there is enough now, else keep waiting."""
+        self.woken = False
+        if self._done:
+            return
+        try:
+            response = self._read(False)
+        except Exception as exc:
+            self._exception = exc
+            self._end()
+            return
+        if response is not None:
+            self._result = response
+            self._end()
+
+    def _finish(self) -> None:
+        if self._done:
+            return
+        try:
+            self._result = self._read(True)
+        except Exception as exc:
+            self._exception = exc
+        self._end()
+
+    def _end(self) -> None:
+        self._done = True
+        self._timer.cancel()
+        self._owner._remove(self)
+        if self.on_done is not None and not self._cancelled:
+            self.on_done(self)
+
+
+class LogWaiters:
+    """The parked fetches by partition key, and the ones an append woke."""
+
+    def __init__(self) -> None:
+        self._polls: dict[Hashable, set[LongPoll]] = {}
+        self._woken: list[LongPoll] = []
+
+    def park(self, keys: Iterable[Hashable], read: Reader, timeout: float) -> LongPoll:
+        """A poll on ``keys``, registered now; it answers within ``timeout`` seconds."""
+        poll = LongPoll(self, list(keys), read, timeout)
+        for key in poll.keys:
+            self._polls.setdefault(key, set()).add(poll)
+        return poll
+
+    def _remove(self, poll: LongPoll) -> None:
+        for key in poll.keys:
+            s = self._polls.get(key)
+            if s is not None:
+                s.discard(poll)
+                if not s:
+                    del self._polls[key]
+
+    def notify(self, key: Hashable) -> None:
+        """Wake every poll on ``key``: each reads again in the loop's next pass. Never blocks."""
+        polls = self._polls.get(key)
+        if polls:
+            woken = self._woken
+            if not woken:
+                asyncio.get_running_loop().call_soon(self._run_woken)
+            for poll in polls:
+                if not poll.woken:
+                    poll.woken = True
+                    woken.append(poll)
+
+    def _run_woken(self) -> None:
+        woken, self._woken = self._woken, []
+        for poll in woken:
+            poll._wake()
+
+    def notify_all(self) -> None:
+        for key in list(self._polls):
+            self.notify(key)
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._polls.values())
