@@ -350,10 +350,10 @@ class PartitionLog(LogHousekeeping):
         segments = self._segments[bisect.bisect_right(self._bases, offset) - 1 :]
         remaining = max_bytes
         try:
-            found = segments[0].find(offset)
-            if found is None:  # offset in a gap after the segment's last batch
+            start = segments[0].position_of(offset)
+            if start is None:  # offset in a gap after the segment's last batch
                 segments = segments[1:]
-            start = found[0] if found else 0
+                start = 0
             for seg in segments:
                 if start < seg.size:
                     end = seg.read_end(start, remaining, min_one=not ranges)

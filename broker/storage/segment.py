@@ -82,6 +82,10 @@ class Segment:
         self.rolling_timestamp_ms: int | None = None
         self.truncated_bytes = 0  # what recovery cut off
         self._bytes_since_index = 0
+        # base offset -> position of the batches after the last index entry, so
+        # a consumer at the log end (it asks for the offset where the last read
+        # ended) is found without reading headers back from the file
+        self._recent: dict[int, int] = {}
 
     def __repr__(self) -> str:
         return f"Segment(base={self.base_offset}, next={self.next_offset}, size={self.size})"
@@ -122,6 +126,7 @@ class Segment:
         self.max_timestamp = NO_TIMESTAMP
         self.offset_of_max_timestamp = self.base_offset
         self._bytes_since_index = 0
+        self._recent = {}
 
     def _load(self) -> None:
         self.index = OffsetIndex.load(self.index.path, self.base_offset)
@@ -283,7 +288,9 @@ class Segment:
             self.index.append(base_offset, position)
             self.timeindex.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
             self._bytes_since_index = 0
+            self._recent.clear()
         self._bytes_since_index += size
+        self._recent[base_offset] = position
 
     def append(
         self,
@@ -310,6 +317,7 @@ class Segment:
             fsio.write_all(fd, data[written:])
         interval = self.index_interval_bytes
         since = self._bytes_since_index
+        recent = self._recent
         base = first_offset
         for pos, h in batches:
             # _account, inlined: this runs once per appended batch
@@ -321,7 +329,9 @@ class Segment:
                 self.index.append(base, start + pos)
                 self.timeindex.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
                 since = 0
+                recent.clear()
             since += h.batch_length + LOG_OVERHEAD
+            recent[base] = start + pos
             base += h.last_offset_delta + 1
         self._bytes_since_index = since
         self.size = start + len(data)
@@ -348,6 +358,17 @@ class Segment:
             if h.next_offset > offset:
                 return pos, h
         return None
+
+    def position_of(self, offset: int) -> int | None:
+        """Position of the batch holding ``offset`` or the first after it; None past the end.
+
+        ``find`` without reading a header when ``offset`` starts a recent batch.
+        """
+        pos = self._recent.get(offset)
+        if pos is not None:
+            return pos
+        found = self.find(offset)
+        return None if found is None else found[0]
 
     def read_end(self, start: int, limit: int, min_one: bool) -> int:
         """End position of the whole batches from ``start`` that fit in ``limit`` bytes.

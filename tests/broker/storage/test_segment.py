@@ -1,5 +1,8 @@
 import os
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from broker.storage import paths
 from broker.storage.segment import Segment
 from protocol.batch import decode, patch_base_offset, split_batches
@@ -115,3 +118,31 @@ def test_create_replaces_leftovers(tmp_path):
     seg = Segment.create(tmp_path, 7, 4096)
     assert seg.size == 0 and os.path.getsize(seg.log_path) == 0
     assert not paths.index_file(tmp_path, 7).exists()
+
+
+def _positions_agree(seg, written):
+    for base, nxt, _ in written:
+        for offset in range(base, nxt):
+            assert seg.position_of(offset) == seg.find(offset)[0], offset
+    assert seg.position_of(written[-1][1]) is None
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 40), interval=st.sampled_from([1, 60, 100, 400, 4096]),
+       cut=st.integers(0, 39))
+def test_position_of_agrees_with_find_after_appends_truncation_and_reopen(tmp_path_factory, n, interval, cut):
+    directory = tmp_path_factory.mktemp("seg")
+    seg, written = fill(directory, n=n, interval=interval)
+    _positions_agree(seg, written)
+    if cut < n:
+        base = written[cut][0]
+        seg.truncate_to(base)
+        written = written[:cut]
+    if written:
+        _positions_agree(seg, written)
+    seg.finalize()
+    seg.release_file()
+    seg = Segment.open(directory, 1000, interval, recover=False)
+    if written:
+        _positions_agree(seg, written)
+    seg.release_file()
