@@ -93,6 +93,41 @@ class PartitionRecords:
         return self.columns.slice(pos, end) if end > pos else []
 
 
+class Doorbell:
+    """Wakes the one thread waiting on it, with less work than a threading.Event.
+
+    A raw lock, held while nobody rang. The waiter ``arm``s it, looks for
+    work, then ``wait``s; ``ring`` (from any thread) releases the lock only if
+    it is armed, so an idle doorbell costs the ringer a test. A ring that
+    comes between ``arm`` and the look is taken by the next ``wait``, which
+    then returns at once: waiters look again after every wake.
+    """
+
+    __slots__ = ("armed", "_lock")
+
+    def __init__(self) -> None:
+        self.armed = False
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def arm(self) -> None:
+        self.armed = True
+
+    def ring(self) -> None:
+        if self.armed:
+            self.armed = False
+            try:
+                self._lock.release()
+            except RuntimeError:  # rung already and not yet taken
+                pass
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block until rung (True) or ``timeout`` seconds pass (False)."""
+        rung = self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0))
+        self.armed = False
+        return rung
+
+
 class RecordBuffer:
     """Chunks in arrival order plus the one being consumed (``current``).
 
@@ -106,19 +141,19 @@ class RecordBuffer:
         self.current: PartitionRecords | None = None
         self._chunks: collections.deque[PartitionRecords] = collections.deque()
         self._async_event = asyncio.Event()
-        self._thread_event = threading.Event()
+        self._doorbell = Doorbell()
 
     # ------------------------------------------------------------ loop side
 
     def put(self, chunk: PartitionRecords) -> None:
         self._chunks.append(chunk)
         self._async_event.set()
-        self._thread_event.set()
+        self._doorbell.ring()
 
     def wake(self) -> None:
         """Wake a waiting consumer without data (e.g. an assignment change)."""
         self._async_event.set()
-        self._thread_event.set()
+        self._doorbell.ring()
 
     # ------------------------------------------------------------ consumer side
 
@@ -235,11 +270,14 @@ class RecordBuffer:
     def arm(self) -> None:
         """Reset the wake-up events: call before looking for records, then wait."""
         self._async_event.clear()
-        self._thread_event.clear()
+        self._doorbell.arm()
 
     def wait_blocking(self, timeout: float | None) -> bool:
-        """Block (the consumer's thread) until a chunk arrives after ``arm``; False on timeout."""
-        return self._thread_event.wait(timeout)
+        """Block (the consumer's thread) until a chunk arrives after ``arm``; False on timeout.
+
+        May return True early (a ring meant for an earlier wait): look again.
+        """
+        return self._doorbell.wait(timeout)
 
     async def wait(self, timeout: float | None) -> bool:
         """Await (in the loop) a chunk arriving after ``arm``; False on timeout."""
