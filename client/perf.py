@@ -109,6 +109,7 @@ class E2ESpec:
     record_size: int = 100
     acks: str = "1"
     drain_s: float = 10.0           # how long the consumer may lag behind the last send
+    consumer_api: str = "blocking"  # "blocking" (Consumer) or "asyncio" (AsyncConsumer)
 
 
 # ------------------------------------------------------------ statistics
@@ -424,45 +425,123 @@ def run_consume(spec: ConsumeSpec, client: dict, progress: Progress | None = Non
 # ------------------------------------------------------------ end to end
 
 
-def _e2e_consumer(topic: str, client: dict, nonce: bytes, ready, total, stop_at: float,
-                  drain_s: float, results) -> None:
-    """The consuming process of ``run_e2e``: latencies (ns) of this run's records."""
+class _Arrivals:
+    """Latencies (ns) of this run's records as the e2e consumer reaches them."""
+
+    def __init__(self, nonce: bytes) -> None:
+        self.nonce = nonce
+        self.lat = array("q")
+        self.stale = 0
+
+    def done(self, total, deadline: float, drain_s: float) -> tuple[bool, float]:
+        """(whether to stop, the new deadline), once the producer said how many it sent."""
+        expected = total.value
+        if expected >= 0:
+            if len(self.lat) >= expected:
+                return True, deadline
+            deadline = min(deadline, time.monotonic() + drain_s)
+        return time.monotonic() >= deadline, deadline
+
+
+def _e2e_blocking(topic: str, client: dict, arrivals: _Arrivals, ready, total, stop_at: float,
+                  drain_s: float) -> None:
     from client import Consumer, TopicPartition
 
+    with Consumer(bootstrap_servers=client["bootstrap_servers"],
+                  client_id=client.get("client_id"),
+                  request_timeout_ms=client.get("request_timeout_ms", 30000),
+                  auto_offset_reset="latest", consumer_timeout_ms=100) as consumer:
+        parts = consumer.partitions_for_topic(topic) or {0}
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_end(*tps)
+        for tp in tps:
+            consumer.position(tp)  # resolved before the producer starts
+        ready.set()
+        now_ns = time.monotonic_ns
+        nonce, append = arrivals.nonce, arrivals.lat.append
+        deadline = stop_at
+        stop_ns = int(stop_at * 1e9)
+        while True:
+            for record in consumer:
+                received = now_ns()
+                value = record.value
+                if value and value[:8] == nonce:
+                    append(received - int.from_bytes(value[8:16], "big"))
+                else:
+                    arrivals.stale += 1
+                if received > stop_ns:
+                    break
+            stop, deadline = arrivals.done(total, deadline, drain_s)
+            if stop:
+                return
+
+
+async def _e2e_asyncio(topic: str, client: dict, arrivals: _Arrivals, ready, total, stop_at: float,
+                       drain_s: float) -> None:
+    import asyncio
+
+    from client import AsyncConsumer, TopicPartition
+
+    consumer = AsyncConsumer(bootstrap_servers=client["bootstrap_servers"],
+                             client_id=client.get("client_id"),
+                             request_timeout_ms=client.get("request_timeout_ms", 30000),
+                             auto_offset_reset="latest")
+    await consumer.start()
     try:
-        with Consumer(bootstrap_servers=client["bootstrap_servers"],
-                      client_id=client.get("client_id"),
-                      request_timeout_ms=client.get("request_timeout_ms", 30000),
-                      auto_offset_reset="latest", consumer_timeout_ms=100) as consumer:
-            parts = consumer.partitions_for_topic(topic) or {0}
-            tps = [TopicPartition(topic, p) for p in sorted(parts)]
-            consumer.assign(tps)
-            consumer.seek_to_end(*tps)
-            for tp in tps:
-                consumer.position(tp)  # resolved before the producer starts
-            ready.set()
-            now_ns = time.monotonic_ns
-            lat = array("q")
-            append = lat.append
-            stale = 0
-            deadline = stop_at
-            stop_ns = int(stop_at * 1e9)
-            while time.monotonic() < deadline:
-                for record in consumer:
-                    received = now_ns()
-                    value = record.value
-                    if value and value[:8] == nonce:
-                        append(received - int.from_bytes(value[8:16], "big"))
-                    else:
-                        stale += 1
-                    if received > stop_ns:
-                        break
-                expected = total.value
-                if expected >= 0:
-                    if len(lat) >= expected:
-                        break
-                    deadline = min(deadline, time.monotonic() + drain_s)
-        results.put({"latencies": lat.tobytes(), "stale": stale})
+        parts = await consumer.partitions_for_topic(topic) or {0}
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        for tp in tps:
+            await consumer.position(tp)  # resolved before the producer starts
+        ready.set()
+        now_ns = time.monotonic_ns
+        nonce, append = arrivals.nonce, arrivals.lat.append
+
+        async def read() -> None:
+            async for record in consumer:
+                received = now_ns()
+                value = record.value
+                if value and value[:8] == nonce:
+                    append(received - int.from_bytes(value[8:16], "big"))
+                else:
+                    arrivals.stale += 1
+
+        reader = asyncio.ensure_future(read())
+        deadline = stop_at
+        try:
+            while not reader.done():
+                await asyncio.wait([reader], timeout=0.1)
+                stop, deadline = arrivals.done(total, deadline, drain_s)
+                if stop:
+                    break
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        if reader.done() and not reader.cancelled() and reader.exception() is not None:
+            raise reader.exception()
+    finally:
+        await consumer.stop()
+
+
+def _e2e_consumer(topic: str, client: dict, nonce: bytes, ready, total, stop_at: float,
+                  drain_s: float, results, consumer_api: str = "blocking") -> None:
+    """The consuming process of ``run_e2e``: latencies (ns) of this run's records."""
+    arrivals = _Arrivals(nonce)
+    try:
+        if consumer_api == "asyncio":
+            from client.background import new_event_loop
+
+            loop = new_event_loop()
+            try:
+                loop.run_until_complete(_e2e_asyncio(topic, client, arrivals, ready, total,
+                                                     stop_at, drain_s))
+            finally:
+                loop.close()
+        else:
+            _e2e_blocking(topic, client, arrivals, ready, total, stop_at, drain_s)
+        results.put({"latencies": arrivals.lat.tobytes(), "stale": arrivals.stale})
     except BaseException as exc:
         ready.set()
         results.put({"failed": f"{type(exc).__name__}: {exc}"})
@@ -516,7 +595,7 @@ def run_e2e(spec: E2ESpec, client: dict, progress: Progress | None = None) -> di
         stop_at = time.monotonic() + START_TIMEOUT + spec.duration_s * 2 + spec.drain_s
         proc = ctx.Process(target=_e2e_consumer, name="ferry-perf-e2e-consumer", daemon=True,
                            args=(spec.topic, client, nonce, ready, total, stop_at,
-                                 spec.drain_s, results))
+                                 spec.drain_s, results, spec.consumer_api))
         proc.start()
         try:
             if not ready.wait(START_TIMEOUT):

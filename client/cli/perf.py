@@ -153,10 +153,14 @@ def consume(ctx: Context, topic, num_records, group, timeout_s, as_json) -> None
 @click.option("--record-size", type=click.IntRange(min=16), default=100, show_default=True,
               help="Bytes per record (16 of them carry the send time).")
 @click.option("--acks", type=ACKS, default="1", show_default=True, help="Producer acks.")
+@click.option("--consumer-api", type=click.Choice(["blocking", "asyncio"]), default="blocking",
+              show_default=True,
+              help="Consume with the blocking Consumer (I/O in its own thread) or the AsyncConsumer "
+                   "(in the consuming process's event loop).")
 @json_option
 @pass_ctx
 @translate_errors
-def e2e(ctx: Context, topic, rate, duration_s, record_size, acks, as_json) -> None:
+def e2e(ctx: Context, topic, rate, duration_s, record_size, acks, consumer_api, as_json) -> None:
     """Send at RATE records/s with linger_ms=0; a consumer process times their arrival.
 
     Latency runs from just before send() to the consumer reaching the record;
@@ -165,10 +169,12 @@ def e2e(ctx: Context, topic, rate, duration_s, record_size, acks, as_json) -> No
     \b
     Examples:
       ferry perf e2e --topic lat --rate 5000 --duration 30
+      ferry perf e2e --topic lat --rate 5000 --duration 30 --consumer-api asyncio
     """
     from client.perf import E2ESpec, run_e2e, summary_line
 
-    spec = E2ESpec(topic=topic, rate=rate, duration_s=duration_s, record_size=record_size, acks=acks)
+    spec = E2ESpec(topic=topic, rate=rate, duration_s=duration_s, record_size=record_size, acks=acks,
+                   consumer_api=consumer_api)
     with _progress(int(rate * duration_s), "sending") as progress:
         result = run_e2e(spec, _client(ctx), progress)
     _show(result, as_json,

@@ -73,12 +73,14 @@ def test_produce_summary_line_and_producer_processes(broker):
     assert sum(p["log_end_offset"] for p in json.loads(res.stdout)[0]["partitions"]) == 2001
 
 
-def test_e2e(broker):
-    result = perf_json(broker, "e2e", "--topic", "lat", "--rate", "1000", "--duration", "1",
-                       "--record-size", "64")
+@pytest.mark.parametrize("api", ["blocking", "asyncio"])
+def test_e2e(broker, api):
+    result = perf_json(broker, "e2e", "--topic", f"lat-{api}", "--rate", "1000", "--duration", "1",
+                       "--record-size", "64", "--consumer-api", api)
     check_common(result)
     assert result["sent"] == 1000 and result["records"] == 1000 and result["lost"] == 0
     assert result["latency_ms"]["p50"] is not None
+    assert result["settings"]["consumer_api"] == api
 
 
 def test_consume_stops_when_the_topic_runs_dry(broker):
