@@ -151,6 +151,11 @@ class AsyncConnection(asyncio.BufferedProtocol):
     def in_flight(self) -> int:
         return len(self._pending)
 
+    @property
+    def paused(self) -> bool:
+        """The transport asked us to stop writing until it drains."""
+        return self._paused
+
     async def send(self, request: Message, timeout: float | None = None) -> asyncio.Future | None:
         """Write ``request``; returns the future of its response, or None for acks=0 Produce.
 
@@ -158,7 +163,15 @@ class AsyncConnection(asyncio.BufferedProtocol):
         a request-level error response, RequestTimedOutError after ``timeout``
         seconds (default: the connection's request_timeout), or NetworkError when
         the connection closes. Raises NetworkError if it is already closed.
+        Waits while the transport is paused.
         """
+        fut = self.send_nowait(request, timeout)
+        if self._paused:
+            await self._drain()
+        return fut
+
+    def send_nowait(self, request: Message, timeout: float | None = None) -> asyncio.Future | None:
+        """``send`` without waiting for a paused transport: the bytes queue in it."""
         if self._closed:
             raise NetworkError(f"connection to {self.address} is closed: {self.close_reason}")
         corr = self._next_id
@@ -175,8 +188,6 @@ class AsyncConnection(asyncio.BufferedProtocol):
             self._transport.write(parts[0])
         else:
             self._transport.writelines(parts)
-        if self._paused:
-            await self._drain()
         return fut
 
     async def request(self, request: Message, timeout: float | None = None) -> Message:

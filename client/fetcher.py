@@ -13,7 +13,10 @@ iterates one chunk the next is already here or on the wire, and when the
 consumer keeps up, a fetch is always parked at the broker: a record produced
 is sent on at once, with no round trip of the consumer's in between. Memory
 stays bounded to about two chunks per partition, and an idle partition's long
-poll never holds back a busy one.
+poll never holds back a busy one. A fetch's answer is handled in a callback of
+its response future, which sends the next fetch before the loop runs anything
+else (no task wakes in between), so a fetch is parked again soon after one
+returns.
 
 Each partition's records become one ``PartitionRecords`` chunk, built by
 ``decode_columns``: every complete batch is CRC-checked and decoded with one
@@ -232,34 +235,67 @@ class Fetcher:
                 st = self.subs.assignment[tp]
                 st.in_flight = st.epoch
                 sent[tp] = (st, st.epoch, st.fetch_offset)
-            asyncio.create_task(self._fetch(node, sent))
+            self._start_fetch(node, sent)
         return retry_later
 
-    async def _fetch(self, node: int, sent: dict) -> None:
-        subs = self.subs
+    def _start_fetch(self, node: int, sent: dict) -> None:
+        """Send a fetch of ``sent``'s partitions to ``node``.
+
+        On an open connection that is not paused the request is written now
+        and its answer handled by a callback of its future: when a fetch
+        answer arrives, the next fetch leaves before the loop runs anything
+        else, so the broker is without a parked fetch as briefly as possible.
+        Otherwise a task connects (or waits for the connection to drain) first.
+        """
         parts = [FetchPartition(tp.topic, tp.partition, offset, st.max_bytes or self.partition_max_bytes)
                  for tp, (st, _, offset) in sent.items()]
         request = FetchRequest(
             max_wait_ms=self.max_wait_ms, min_bytes=self.min_bytes, max_bytes=self.max_bytes,
             isolation_level=self.isolation_level, partitions=tuple(parts),
         )
+        timeout = self.request_timeout + self.max_wait_ms / 1000
+        conn = self.cluster.open_connection(node)
+        if conn is None or conn.paused:
+            asyncio.create_task(self._fetch(node, sent, request, timeout))
+            return
         try:
-            resp = await self.cluster.send(node, request, self.request_timeout + self.max_wait_ms / 1000)
+            fut = conn.send_nowait(request, timeout)
+        except Exception as exc:
+            self._fetched(node, sent, None, exc)
+            return
+        fut.add_done_callback(lambda f: self._fetched(
+            node, sent, None if f.cancelled() or f.exception() else f.result(),
+            NetworkError("fetch cancelled") if f.cancelled() else f.exception()))
+
+    async def _fetch(self, node: int, sent: dict, request: FetchRequest, timeout: float) -> None:
+        try:
+            resp = await self.cluster.send(node, request, timeout)
         except asyncio.CancelledError:
+            self._fetched(node, sent, None, None)
             raise
-        except (NetworkError, NoBrokersAvailable, RetriableError) as exc:
-            log.debug("fetch from broker %s failed: %s", node, exc)
-            self.cluster.request_update()
+        except Exception as exc:
+            self._fetched(node, sent, None, exc)
+            return
+        self._fetched(node, sent, resp, None)
+
+    def _fetched(self, node: int, sent: dict, resp, exc: BaseException | None) -> None:
+        """A fetch's answer (``resp``) or failure (``exc``): queue its records, fetch on."""
+        subs = self.subs
+        for st, epoch, _ in sent.values():
+            if st.in_flight == epoch:
+                st.in_flight = -1
+        if self._task is None or self._task.done():
+            return  # stopped
+        if exc is not None:
+            if isinstance(exc, (NetworkError, NoBrokersAvailable, RetriableError)):
+                log.debug("fetch from broker %s failed: %s", node, exc)
+                self.cluster.request_update()
+            elif isinstance(exc, ApiError):
+                log.warning("fetch from broker %s failed: %s", node, exc)
+            else:
+                log.error("fetch from broker %s failed: %r", node, exc)
             self._backoff_until[node] = time.monotonic() + self.retry_backoff
             resp = None
-        except ApiError as exc:
-            log.warning("fetch from broker %s failed: %s", node, exc)
-            self._backoff_until[node] = time.monotonic() + self.retry_backoff
-            resp = None
-        finally:
-            for st, epoch, _ in sent.values():
-                if st.in_flight == epoch:
-                    st.in_flight = -1
         if resp is not None:
             for p in resp.partitions:
                 tp = TopicPartition(p.topic, p.partition)
@@ -270,6 +306,10 @@ class Fetcher:
                 if subs.assignment.get(tp) is not st or st.epoch != epoch:
                     continue  # reassigned or sought while in flight
                 self._handle_partition(tp, st, offset, p)
+            try:
+                self._send_fetches()
+            except Exception:
+                log.exception("consumer fetch loop failed")
         self.wake.set()
 
     def _handle_partition(self, tp: TopicPartition, st, offset: int, p) -> None:
