@@ -3,9 +3,9 @@
 One ``ProducerBatch`` holds the columns of the records bound for one partition
 and, once the broker answered, the one result they share (base offset, append
 time or error). A ``RecordFuture`` is just (batch, index): reading its
-RecordMetadata means ``base_offset + index``. Waiting uses the batch's
-``threading.Event`` (blocking callers) or an asyncio future made on demand
-(``await``); callbacks are kept per batch and run when it completes.
+RecordMetadata means ``base_offset + index``. Waiting uses a ``threading.Event``
+(blocking callers) or an asyncio future (``await``), each made on demand;
+callbacks are kept per batch and run when it completes.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class ProducerBatch:
         self.base_offset = -1
         self.log_append_time = -1
         self.error: BaseException | None = None
-        self.event = threading.Event()
+        self.event: threading.Event | None = None  # made by the first blocking get()
         self._afut: asyncio.Future | None = None
         self._callbacks: list | None = None
         # idempotence (set by the sender): the producer identity and base
@@ -141,7 +141,9 @@ class ProducerBatch:
             self.error = error
             self.done = True
             callbacks, self._callbacks = self._callbacks, None
-        self.event.set()
+            event = self.event
+        if event is not None:
+            event.set()
         afut = self._afut
         if afut is not None and not afut.done():
             afut.set_result(None)
@@ -167,6 +169,19 @@ class ProducerBatch:
                 self._callbacks.append((index, fn, is_errback))
                 return
         _run_callback(self, index, fn, is_errback)
+
+    def blocking_waiter(self) -> threading.Event | None:
+        """The event a blocking caller waits on; None if the batch is done already.
+
+        Made on first use: most batches are never waited on one by one, and a
+        threading.Event costs more to make than the rest of a small batch.
+        """
+        with _callback_lock:
+            if self.done:
+                return None
+            if self.event is None:
+                self.event = threading.Event()
+            return self.event
 
     def async_done(self) -> asyncio.Future:
         """An asyncio future (of the running loop) resolved when the batch completes."""
@@ -205,8 +220,10 @@ class RecordFuture:
         Raises FerryTimeoutError if not done within ``timeout`` seconds.
         """
         b = self.batch
-        if not b.done and not b.event.wait(timeout):
-            raise FerryTimeoutError(f"record not delivered within {timeout} s")
+        if not b.done:
+            event = b.blocking_waiter()
+            if event is not None and not event.wait(timeout):
+                raise FerryTimeoutError(f"record not delivered within {timeout} s")
         if b.error is not None:
             raise b.error
         return b.metadata(self.index)
