@@ -30,7 +30,6 @@ slower than without them; compare stages with each other, and the total with
 from __future__ import annotations
 
 import argparse
-import bisect
 import json
 import multiprocessing
 import os
@@ -66,17 +65,21 @@ def _broker_main(data_dir: str, out: str, port_value, ready, stop) -> None:
     from protocol import messages as m
 
     log: list = []
-    fetches: list = []
+    fetches: list = []  # (when its handler ran, whether it parked)
+    unawaited: list = []  # send times of records appended with no fetch parked for them
     produce, send, fetch = H.Handlers.produce, S.BrokerProtocol._send, H.Handlers.fetch
 
     def probed_produce(self, req):
         t0 = now()
         sent = [_sent_at(v) for p in req.partitions for pos, _ in B.iter_complete(p.records)
                 for v in B.decode(p.records, pos).values]
+        parked = all(self.waiters._polls.get((p.topic, p.partition)) for p in req.partitions)
         result = produce(self, req)
         t1 = now()
         log.extend((s, "B0", t0) for s in sent)
         log.extend((s, "B1", t1) for s in sent)
+        if not parked:
+            unawaited.extend(sent)
         return result
 
     def probed_send(self, response):
@@ -89,9 +92,9 @@ def _broker_main(data_dir: str, out: str, port_value, ready, stop) -> None:
                     log.extend((_sent_at(v), "B2", t) for v in B.decode(data, pos).values)
         return send(self, response)
 
-    def probed_fetch(self, req):
+    def probed_fetch(self, req, ends=None):
         t = now()
-        result = fetch(self, req)
+        result = fetch(self, req, ends)
         fetches.append((t, not isinstance(result, m.FetchResponse)))  # True: it parked
         return result
 
@@ -112,7 +115,7 @@ def _broker_main(data_dir: str, out: str, port_value, ready, stop) -> None:
     finally:
         loop.close()
     with open(out, "wb") as f:
-        pickle.dump({"log": log, "fetches": fetches}, f)
+        pickle.dump({"log": log, "fetches": fetches, "unawaited": unawaited}, f)
 
 
 # ------------------------------------------------------------ the consumer process
@@ -243,16 +246,15 @@ def run(records: int, rate: float, tmp: str) -> dict:
     for a, b in zip(STAGES, STAGES[1:]):
         xs = sorted((d[b] - d[a]) / 1e6 for _, d in rows)
         result["stage_ms"][f"{a}->{b}"] = {"p50": _pct(xs, 0.5), "p90": _pct(xs, 0.9), "p99": _pct(xs, 0.99)}
-    arrivals = sorted(t for t, _ in broker["fetches"])
+    unawaited = set(broker["unawaited"])
     waited, parked_gaps = 0, []
-    for _, d in rows:
-        i = bisect.bisect_right(arrivals, d["B1"])
-        if i < len(arrivals) and arrivals[i] <= d["B2"]:
+    for sent, d in rows:
+        if sent in unawaited:
             waited += 1  # appended with no fetch parked: it waited for the next one to arrive
         else:
             parked_gaps.append((d["B2"] - d["B1"]) / 1e6)
     parked_gaps.sort()
-    result["fetches"] = len(arrivals)
+    result["fetches"] = len(broker["fetches"])
     result["fetches_parked"] = sum(1 for _, p in broker["fetches"] if p)
     result["records_waiting_for_a_fetch"] = waited
     result["append_to_parked_fetch_answer_ms"] = {"p50": _pct(parked_gaps, 0.5), "p90": _pct(parked_gaps, 0.9)}

@@ -150,3 +150,68 @@ class LogWaiters:
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._polls.values())
+
+
+class QueuedFetch:
+    """A fetch continuing the parked one ahead of it on its connection.
+
+    It cannot be read before that one is answered (its offsets are where that
+    answer ends), so it waits, answering nothing; the server then ``start``s
+    it with the handler's result: an answer, a LongPoll to follow, or an error.
+    Future-like for the server, like LongPoll.
+    """
+
+    __slots__ = ("request", "on_done", "_poll", "_result", "_exception", "_done", "_cancelled")
+
+    def __init__(self, request: Any) -> None:
+        self.request = request
+        self.on_done: Callable[[Any], None] | None = None
+        self._poll: LongPoll | None = None
+        self._result = self._exception = None
+        self._done = self._cancelled = False
+
+    def start(self, result: Any = None, exception: BaseException | None = None) -> None:
+        """Its handler ran: ``result`` (a response or a LongPoll) or ``exception``."""
+        if self._cancelled:
+            if isinstance(result, LongPoll):
+                result.cancel()
+            return
+        if isinstance(result, LongPoll):
+            self._poll = result
+            result.on_done = self._poll_done
+            return
+        self._result, self._exception, self._done = result, exception, True
+        if self.on_done is not None:
+            self.on_done(self)
+
+    @property
+    def poll(self) -> LongPoll | None:
+        """The LongPoll it became, once started and parked."""
+        return self._poll
+
+    def _poll_done(self, poll: LongPoll) -> None:
+        self._done = True
+        if self.on_done is not None:
+            self.on_done(self)
+
+    def done(self) -> bool:
+        return self._done
+
+    def cancelled(self) -> bool:
+        return self._cancelled or (self._poll is not None and self._poll.cancelled())
+
+    def result(self) -> Any:
+        if self._poll is not None:
+            return self._poll.result()
+        if self._exception is not None:
+            raise self._exception
+        return self._result
+
+    def exception(self) -> BaseException | None:
+        return self._poll.exception() if self._poll is not None else self._exception
+
+    def cancel(self) -> None:
+        if not self._done:
+            self._cancelled = True
+            if self._poll is not None:
+                self._poll.cancel()
