@@ -276,6 +276,8 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             result = ErrorResponse(api_key=request.API_KEY, error_code=error_code(exc),
                                    error_message=f"{type(exc).__name__}: {exc}",
                                    correlation_id=request.correlation_id)
+        # fetches woken by this request's appends answer now, before its own answer
+        self.handlers.waiters.run_woken()
         if result is None:
             return
         if isinstance(result, LongPoll):

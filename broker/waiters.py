@@ -3,10 +3,13 @@
 A fetch that found fewer than ``min_bytes`` becomes a ``LongPoll``,
 registered on every partition it reads before the handler returns (the loop
 runs nothing in between, so no append can slip past it). ``notify`` (called
-after every append) marks the polls of that partition woken, and one
-callback of the loop then lets each read again: one that now has enough
-answers at once, with no task or future between the append and the write
-of its answer. A poll also answers when its ``max_wait_ms`` is up, when the
+after every append) marks the polls of that partition woken, and
+``run_woken`` then lets each read again: the server calls it as soon as the
+request that appended is handled (before that request's own answer goes out,
+as Kafka completes waiting fetches in its append path), and a callback of the
+loop calls it for appends made elsewhere. A poll that now has enough answers
+at once, with no task or future between the append and the write of its
+answer. A poll also answers when its ``max_wait_ms`` is up, when the
 broker shuts down, and when cut short.
 
 Responses on a connection go out in request order, so anything the client
@@ -128,18 +131,25 @@ class LogWaiters:
                     del self._polls[key]
 
     def notify(self, key: Hashable) -> None:
-        """Wake every poll on ``key``: each reads again in the loop's next pass. Never blocks."""
+        """Wake every poll on ``key``: each reads again at ``run_woken``. Never blocks.
+
+        ``run_woken`` runs in the loop's next pass, or sooner if the server
+        calls it when the request that appended is handled.
+        """
         polls = self._polls.get(key)
         if polls:
             woken = self._woken
             if not woken:
-                asyncio.get_running_loop().call_soon(self._run_woken)
+                asyncio.get_running_loop().call_soon(self.run_woken)
             for poll in polls:
                 if not poll.woken:
                     poll.woken = True
                     woken.append(poll)
 
-    def _run_woken(self) -> None:
+    def run_woken(self) -> None:
+        """Let every woken poll read again (and answer, if it has enough now)."""
+        if not self._woken:
+            return
         woken, self._woken = self._woken, []
         for poll in woken:
             poll._wake()

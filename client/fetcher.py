@@ -6,23 +6,21 @@ One task per consumer. It fetches from each broker every assigned partition
 the broker leads that is *fetchable*: its position is known, no fetch of it is
 in flight, fewer than ``FETCH_AHEAD`` (two) fetched chunks of it wait in the
 buffer, and it is not paused. (A seek makes a partition fetchable at once,
-even while a fetch of its old position is still parked at the broker.) A broker gets no new fetch while one
-of its partitions has two chunks waiting: the next fetch (of all its
-partitions) leaves the moment the consumer takes one. So while the user
-iterates one chunk the next is already here or on the wire, and when the
-consumer keeps up, a fetch is always parked at the broker: a record produced
-is sent on at once, with no round trip of the consumer's in between. Memory
-stays bounded to about two chunks per partition, and an idle partition's long
-poll never holds back a busy one. A fetch's answer is handled in a callback of
-its response future, which sends the next fetch before the loop runs anything
-else (no task wakes in between).
+even while a fetch of its old position is still parked at the broker.) A
+broker gets no new fetch while one of its partitions has two chunks waiting:
+the next fetch (of all its partitions) leaves the moment the consumer takes
+one. So while the user iterates one chunk the next is already here or on the
+wire, and an idle partition's long poll never holds back a busy one. A
+fetch's answer is handled in a callback of its response future, which sends
+the next fetch before the loop runs anything else (no task wakes in between).
 
-While the consumer keeps up (nothing waits in the buffer), a second fetch
-*continues* the one in flight (``CONTINUE`` offsets, see PROTOCOL.md): the
-broker holds it until the first is answered and then parks it at once, so a
-record appended while this consumer is busy with an answer is sent on
+While the consumer keeps up (at most the chunk just fetched waits), a second
+fetch *continues* the one in flight (``CONTINUE`` offsets, see PROTOCOL.md):
+the broker holds it until the first is answered and then parks it at once, so
+a record appended while this consumer is busy with an answer is sent on
 without waiting for its next request. A continuing answer is taken only if
-it starts where the partition's fetching stands.
+it starts where the partition's fetching stands. Memory stays bounded to
+about three chunks per partition.
 
 Each partition's records become one ``PartitionRecords`` chunk, built by
 ``decode_columns``: every complete batch is CRC-checked and decoded with one

@@ -57,13 +57,13 @@ class PartitionState:
     def continuable(self, epoch: int) -> bool:
         """May a fetch continuing the one fetch of ``epoch`` in flight go now?
 
-        Only while the consumer keeps up (no chunk waits for it): then the
-        fetch continuing the one in flight waits at the broker to answer the
-        next append at once. A consumer behind has data to read anyway.
+        While the consumer keeps up (at most the chunk just fetched waits for
+        it): the continuing fetch then waits at the broker to answer the next
+        append at once. So at most FETCH_AHEAD + 1 chunks wait, and two fetches fly.
         """
         return (self.epoch == epoch and self.in_flight == epoch and self.in_flight_n == 1
-                and self.fetched == self.taken and self.reset is None and not self.stalled
-                and not self.paused and self.max_bytes is None)
+                and not self.full and self.reset is None and not self.paused
+                and self.max_bytes is None)
 
     def _forget_chunks(self) -> None:
         # chunks of the old epoch are dropped unread: they no longer count
