@@ -92,9 +92,9 @@ def _broker_main(data_dir: str, out: str, port_value, ready, stop) -> None:
                     log.extend((_sent_at(v), "B2", t) for v in B.decode(data, pos).values)
         return send(self, response)
 
-    def probed_fetch(self, req, ends=None):
+    def probed_fetch(self, req):
         t = now()
-        result = fetch(self, req, ends)
+        result = fetch(self, req)
         fetches.append((t, not isinstance(result, m.FetchResponse)))  # True: it parked
         return result
 

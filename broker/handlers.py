@@ -16,7 +16,6 @@ received, a fetch returns file ranges.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, NamedTuple
@@ -289,19 +288,11 @@ class Handlers:
 
     # ------------------------------------------------------------ fetch
 
-    def _read_all(self, req: m.FetchRequest,
-                  ends: dict | None = None) -> tuple[list[m.FetchPartitionResponse], int]:
-        """Each partition's records from its fetch offset; notes in ``ends`` where each read ended."""
+    def _read_all(self, req: m.FetchRequest) -> tuple[list[m.FetchPartitionResponse], int]:
         out = []
         total = 0
         budget = req.max_bytes
         for fp in req.partitions:
-            key = (fp.topic, fp.partition)
-            offset = fp.fetch_offset
-            if offset == m.CONTINUE:  # not resolved: no earlier fetch on this connection
-                out.append(m.FetchPartitionResponse(
-                    topic=fp.topic, partition=fp.partition, error_code=int(ErrorCode.INVALID_REQUEST)))
-                continue
             try:
                 plog = self.store.partition(fp.topic, fp.partition)
                 limit = min(fp.max_bytes, budget)
@@ -309,16 +300,13 @@ class Handlers:
                 # limit, as Kafka does for the first partition with data, so a
                 # large batch can never stall a consumer; later partitions keep
                 # to what is left of max_bytes.
-                res = plog.read(offset, max(limit, 1))
+                res = plog.read(fp.fetch_offset, max(limit, 1))
                 ranges: list = list(res.ranges)
                 size = res.size
-                after = res.next_offset
                 if total and size > budget:
-                    ranges, size, after = [], 0, offset
+                    ranges, size = [], 0
                 total += size
                 budget = max(0, budget - size)
-                if ends is not None:
-                    ends[key] = after
                 out.append(
                     m.FetchPartitionResponse(
                         topic=fp.topic,
@@ -326,7 +314,6 @@ class Handlers:
                         high_watermark=res.high_watermark,
                         log_start_offset=res.log_start_offset,
                         records=_Ranges(ranges, size),
-                        fetch_offset=offset,
                     )
                 )
             except (ApiError, StorageError) as exc:
@@ -336,36 +323,21 @@ class Handlers:
                     hw, ls = plog.log_end_offset, plog.log_start_offset
                 except Exception:
                     pass
-                if ends is not None:
-                    ends[key] = offset
                 out.append(
                     m.FetchPartitionResponse(
                         topic=fp.topic, partition=fp.partition, error_code=error_code(exc),
-                        high_watermark=hw, log_start_offset=ls, fetch_offset=offset,
+                        high_watermark=hw, log_start_offset=ls,
                     )
                 )
         return out, total
 
-    def fetch(self, req: m.FetchRequest, ends: dict | None = None) -> Result:
-        """The answer to a fetch, or a LongPoll parked until there is one.
-
-        ``ends`` is the connection's: where its last fetch of each partition
-        ended. It resolves CONTINUE offsets (an unknown one is answered with
-        INVALID_REQUEST) and is updated by every read, so the answer last sent
-        decides where a fetch continuing it reads.
-        """
-        if ends is not None and any(fp.fetch_offset == m.CONTINUE for fp in req.partitions):
-            req = dataclasses.replace(req, partitions=tuple(
-                fp if fp.fetch_offset != m.CONTINUE
-                else dataclasses.replace(fp, fetch_offset=ends.get((fp.topic, fp.partition), m.CONTINUE))
-                for fp in req.partitions
-            ))
-        parts, total = self._read_all(req, ends)
+    def fetch(self, req: m.FetchRequest) -> Result:
+        parts, total = self._read_all(req)
         if total >= req.min_bytes or req.max_wait_ms <= 0 or any(p.error_code for p in parts):
             return m.FetchResponse(partitions=tuple(parts), correlation_id=req.correlation_id)
 
         def read(final: bool) -> m.FetchResponse | None:
-            parts, total = self._read_all(req, ends)
+            parts, total = self._read_all(req)
             if final or self.closing or total >= req.min_bytes or any(p.error_code for p in parts):
                 return m.FetchResponse(partitions=tuple(parts), correlation_id=req.correlation_id)
             return None

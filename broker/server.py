@@ -54,19 +54,12 @@ from .group.handlers import GroupHandlers
 from .handlers import INTERNAL_TOPICS, ClientInfo, Handlers, _Ranges, error_code
 from .maintenance import Maintenance
 from .storage import LogConfig, TopicStore
-from .waiters import LogWaiters, LongPoll, QueuedFetch
+from .waiters import LogWaiters, LongPoll
 
 log = logging.getLogger("ferry.broker")
 
 
 SMALL_RESPONSE = 64 * 1024  # a response up to this size is written in one piece
-_PENDING = (asyncio.Future, LongPoll, QueuedFetch)  # slot items answered later
-
-
-def _continues(request: m.FetchRequest) -> bool:
-    """Whether every partition of the fetch continues where the last fetch ended."""
-    parts = request.partitions
-    return bool(parts) and all(p.fetch_offset == m.CONTINUE for p in parts)
 
 
 def _read_part(part) -> bytes:
@@ -85,12 +78,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self.max_inflight = broker.config.max_inflight_requests
         self.conn = Connection(Role.SERVER, max_frame_size=broker.config.max_frame_size)
         self.reading_into_frame = False  # the last get_buffer gave a large frame's own buffer
-        self.parked: LongPoll | None = None  # the fetch parked last, until it is answered
-        # where the last fetch of each partition on this connection ended, and
-        # the fetches continuing them that wait for the parked one
-        self.fetch_ends: dict[tuple[str, int], int] = {}
-        self.queued: collections.deque[QueuedFetch] = collections.deque()
-        self.cut_queued = False  # a request came behind the queued fetches: they answer at once
+        self.parked: LongPoll | None = None  # the last request, if it is a parked fetch
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.client = ClientInfo()
@@ -128,11 +116,9 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self.broker.connections.discard(self)
         for slot in self.slots:
             task = slot[2]
-            if isinstance(task, _PENDING) and not task.done():
+            if isinstance(task, (asyncio.Future, LongPoll)) and not task.done():
                 task.cancel()
         self.slots.clear()
-        self.queued.clear()
-        self.parked = None
         self.broker.connection_gone()
 
     def eof_received(self) -> bool:
@@ -247,27 +233,12 @@ class BrokerProtocol(asyncio.BufferedProtocol):
 
     def _dispatch(self, request: m.Message) -> None:
         self.broker.requests_served += 1
-        fetch = type(request) is m.FetchRequest
-        parked = self.parked
-        if parked is not None:
-            if fetch and _continues(request):
-                # it reads where the parked fetch's answer will end: it waits
-                # for that answer, and the parked fetch keeps waiting for data
-                queued = QueuedFetch(request)
-                queued.on_done = self._fetch_done
-                self.queued.append(queued)
-                self.slots.append((request.API_KEY, request.correlation_id, queued))
-                return
+        if self.parked is not None:
             # its answer goes out first: make it answer now, not at max_wait_ms
-            # (and the fetches queued behind it, as they start)
-            if self.queued:
-                self.cut_queued = True
-            parked.cut_short()
+            self.parked.cut_short()
+            self.parked = None
         try:
-            if fetch:
-                result = self.handlers.fetch(request, self.fetch_ends)
-            else:
-                result = self.handlers.handle(request, self.client)
+            result = self.handlers.handle(request, self.client)
         except ApiError as exc:
             result = ErrorResponse(api_key=request.API_KEY, error_code=int(exc.code),
                                    error_message=str(exc), correlation_id=request.correlation_id)
@@ -276,15 +247,13 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             result = ErrorResponse(api_key=request.API_KEY, error_code=error_code(exc),
                                    error_message=f"{type(exc).__name__}: {exc}",
                                    correlation_id=request.correlation_id)
-        # fetches woken by this request's appends answer now, before its own answer
-        self.handlers.waiters.run_woken()
         if result is None:
             return
         if isinstance(result, LongPoll):
             # answered by a plain call when the log grows: no task, no future
             self.parked = result
             self.slots.append((request.API_KEY, request.correlation_id, result))
-            result.on_done = self._fetch_done
+            result.on_done = self._task_done
             return
         if asyncio.iscoroutine(result):
             task = asyncio.ensure_future(result)
@@ -302,34 +271,6 @@ class BrokerProtocol(asyncio.BufferedProtocol):
     def _task_done(self, _task: asyncio.Future) -> None:
         self._drain()
 
-    def _fetch_done(self, item: "LongPoll | QueuedFetch") -> None:
-        """A parked or queued fetch has its answer: start the next queued one, send."""
-        poll = item.poll if isinstance(item, QueuedFetch) else item
-        if poll is not None and poll is self.parked:
-            self.parked = None
-            self._start_queued()
-        self._drain()
-
-    def _start_queued(self) -> None:
-        """Start the queued fetches in order until one parks (or all have answers)."""
-        while self.queued and self.parked is None and not self.closed:
-            queued = self.queued.popleft()
-            try:
-                result = self.handlers.fetch(queued.request, self.fetch_ends)
-            except Exception as exc:
-                if not isinstance(exc, ApiError):
-                    log.exception("error handling a fetch from %s", self.peer)
-                queued.start(exception=exc)
-                continue
-            queued.start(result)
-            if isinstance(result, LongPoll):
-                if self.cut_queued:
-                    result.cut_short()
-                else:
-                    self.parked = result
-        if not self.queued:
-            self.cut_queued = False
-
     def _drain(self) -> None:
         slots = self.slots
         # While the transport is over its high-water mark, responses wait here
@@ -337,7 +278,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         # one response beyond the mark, however many requests it pipelined.
         while slots and not self.write_paused:
             api_key, corr_id, item = slots[0]
-            if isinstance(item, _PENDING):
+            if isinstance(item, (asyncio.Future, LongPoll)):
                 if not item.done():
                     break
                 slots.popleft()

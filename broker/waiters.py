@@ -3,13 +3,10 @@
 A fetch that found fewer than ``min_bytes`` becomes a ``LongPoll``,
 registered on every partition it reads before the handler returns (the loop
 runs nothing in between, so no append can slip past it). ``notify`` (called
-after every append) marks the polls of that partition woken, and
-``run_woken`` then lets each read again: the server calls it as soon as the
-request that appended is handled (before that request's own answer goes out,
-as Kafka completes waiting fetches in its append path), and a callback of the
-loop calls it for appends made elsewhere. A poll that now has enough answers
-at once, with no task or future between the append and the write of its
-answer. A poll also answers when its ``max_wait_ms`` is up, when the
+after every append) marks the polls of that partition woken, and one
+callback of the loop then lets each read again: one that now has enough
+answers at once, with no task or future between the append and the write
+of its answer. A poll also answers when its ``max_wait_ms`` is up, when the
 broker shuts down, and when cut short.
 
 Responses on a connection go out in request order, so anything the client
@@ -131,25 +128,18 @@ class LogWaiters:
                     del self._polls[key]
 
     def notify(self, key: Hashable) -> None:
-        """Wake every poll on ``key``: each reads again at ``run_woken``. Never blocks.
-
-        ``run_woken`` runs in the loop's next pass, or sooner if the server
-        calls it when the request that appended is handled.
-        """
+        """Wake every poll on ``key``: each reads again in the loop's next pass. Never blocks."""
         polls = self._polls.get(key)
         if polls:
             woken = self._woken
             if not woken:
-                asyncio.get_running_loop().call_soon(self.run_woken)
+                asyncio.get_running_loop().call_soon(self._run_woken)
             for poll in polls:
                 if not poll.woken:
                     poll.woken = True
                     woken.append(poll)
 
-    def run_woken(self) -> None:
-        """Let every woken poll read again (and answer, if it has enough now)."""
-        if not self._woken:
-            return
+    def _run_woken(self) -> None:
         woken, self._woken = self._woken, []
         for poll in woken:
             poll._wake()
@@ -160,68 +150,3 @@ class LogWaiters:
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._polls.values())
-
-
-class QueuedFetch:
-    """A fetch continuing the parked one ahead of it on its connection.
-
-    It cannot be read before that one is answered (its offsets are where that
-    answer ends), so it waits, answering nothing; the server then ``start``s
-    it with the handler's result: an answer, a LongPoll to follow, or an error.
-    Future-like for the server, like LongPoll.
-    """
-
-    __slots__ = ("request", "on_done", "_poll", "_result", "_exception", "_done", "_cancelled")
-
-    def __init__(self, request: Any) -> None:
-        self.request = request
-        self.on_done: Callable[[Any], None] | None = None
-        self._poll: LongPoll | None = None
-        self._result = self._exception = None
-        self._done = self._cancelled = False
-
-    def start(self, result: Any = None, exception: BaseException | None = None) -> None:
-        """Its handler ran: ``result`` (a response or a LongPoll) or ``exception``."""
-        if self._cancelled:
-            if isinstance(result, LongPoll):
-                result.cancel()
-            return
-        if isinstance(result, LongPoll):
-            self._poll = result
-            result.on_done = self._poll_done
-            return
-        self._result, self._exception, self._done = result, exception, True
-        if self.on_done is not None:
-            self.on_done(self)
-
-    @property
-    def poll(self) -> LongPoll | None:
-        """The LongPoll it became, once started and parked."""
-        return self._poll
-
-    def _poll_done(self, poll: LongPoll) -> None:
-        self._done = True
-        if self.on_done is not None:
-            self.on_done(self)
-
-    def done(self) -> bool:
-        return self._done
-
-    def cancelled(self) -> bool:
-        return self._cancelled or (self._poll is not None and self._poll.cancelled())
-
-    def result(self) -> Any:
-        if self._poll is not None:
-            return self._poll.result()
-        if self._exception is not None:
-            raise self._exception
-        return self._result
-
-    def exception(self) -> BaseException | None:
-        return self._poll.exception() if self._poll is not None else self._exception
-
-    def cancel(self) -> None:
-        if not self._done:
-            self._cancelled = True
-            if self._poll is not None:
-                self._poll.cancel()

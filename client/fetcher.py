@@ -6,21 +6,17 @@ One task per consumer. It fetches from each broker every assigned partition
 the broker leads that is *fetchable*: its position is known, no fetch of it is
 in flight, fewer than ``FETCH_AHEAD`` (two) fetched chunks of it wait in the
 buffer, and it is not paused. (A seek makes a partition fetchable at once,
-even while a fetch of its old position is still parked at the broker.) A
-broker gets no new fetch while one of its partitions has two chunks waiting:
-the next fetch (of all its partitions) leaves the moment the consumer takes
-one. So while the user iterates one chunk the next is already here or on the
-wire, and an idle partition's long poll never holds back a busy one. A
-fetch's answer is handled in a callback of its response future, which sends
-the next fetch before the loop runs anything else (no task wakes in between).
-
-While the consumer keeps up (at most the chunk just fetched waits), a second
-fetch *continues* the one in flight (``CONTINUE`` offsets, see PROTOCOL.md):
-the broker holds it until the first is answered and then parks it at once, so
-a record appended while this consumer is busy with an answer is sent on
-without waiting for its next request. A continuing answer is taken only if
-it starts where the partition's fetching stands. Memory stays bounded to
-about three chunks per partition.
+even while a fetch of its old position is still parked at the broker.) A broker gets no new fetch while one
+of its partitions has two chunks waiting: the next fetch (of all its
+partitions) leaves the moment the consumer takes one. So while the user
+iterates one chunk the next is already here or on the wire, and when the
+consumer keeps up, a fetch is always parked at the broker: a record produced
+is sent on at once, with no round trip of the consumer's in between. Memory
+stays bounded to about two chunks per partition, and an idle partition's long
+poll never holds back a busy one. A fetch's answer is handled in a callback of
+its response future, which sends the next fetch before the loop runs anything
+else (no task wakes in between), so a fetch is parked again soon after one
+returns.
 
 Each partition's records become one ``PartitionRecords`` chunk, built by
 ``decode_columns``: every complete batch is CRC-checked and decoded with one
@@ -49,7 +45,7 @@ from protocol.errors import (
     OffsetOutOfRangeError,
     RetriableError,
 )
-from protocol.messages import CONTINUE, FetchPartition, FetchRequest
+from protocol.messages import FetchPartition, FetchRequest
 
 from .cluster import Cluster
 from .errors import FerryTimeoutError, NoBrokersAvailable
@@ -159,9 +155,6 @@ class Fetcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_ident: int | None = None
         self._backoff_until: dict[int, float] = {}
-        # each broker's fetches in flight, oldest first: (sent, connection or None)
-        self._in_flight: dict[int, list] = defaultdict(list)
-        self._no_continue: set[int] = set()  # brokers that do not know CONTINUE
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -241,32 +234,9 @@ class Fetcher:
             for tp in tps:
                 st = self.subs.assignment[tp]
                 st.in_flight = st.epoch
-                st.in_flight_n = 1
                 sent[tp] = (st, st.epoch, st.fetch_offset)
             self._start_fetch(node, sent)
-        for node, fetches in self._in_flight.items():
-            if len(fetches) == 1 and node not in self._no_continue:
-                self._continue(node, *fetches[0])
         return retry_later
-
-    def _continue(self, node: int, sent: dict, conn) -> None:
-        """Pipeline a fetch continuing ``sent`` (in flight on ``conn``) where its answer ends.
-
-        The broker holds it until ``sent`` is answered and then parks it at
-        once, so a record appended while this consumer handles that answer
-        is sent on without waiting for its next request to arrive.
-        """
-        if conn is None or conn.paused or self.cluster.open_connection(node) is not conn:
-            return
-        assignment = self.subs.assignment
-        for tp, (st, epoch, _) in sent.items():
-            if assignment.get(tp) is not st or not st.continuable(epoch):
-                return
-        follow = {}
-        for tp, (st, epoch, _) in sent.items():
-            st.in_flight_n += 1
-            follow[tp] = (st, epoch, CONTINUE)
-        self._start_fetch(node, follow)
 
     def _start_fetch(self, node: int, sent: dict) -> None:
         """Send a fetch of ``sent``'s partitions to ``node``.
@@ -286,10 +256,8 @@ class Fetcher:
         timeout = self.request_timeout + self.max_wait_ms / 1000
         conn = self.cluster.open_connection(node)
         if conn is None or conn.paused:
-            self._in_flight[node].append((sent, None))
             asyncio.create_task(self._fetch(node, sent, request, timeout))
             return
-        self._in_flight[node].append((sent, conn))
         try:
             fut = conn.send_nowait(request, timeout)
         except Exception as exc:
@@ -313,16 +281,9 @@ class Fetcher:
     def _fetched(self, node: int, sent: dict, resp, exc: BaseException | None) -> None:
         """A fetch's answer (``resp``) or failure (``exc``): queue its records, fetch on."""
         subs = self.subs
-        fetches = self._in_flight[node]
-        for i, (s, _) in enumerate(fetches):
-            if s is sent:
-                del fetches[i]
-                break
         for st, epoch, _ in sent.values():
             if st.in_flight == epoch:
-                st.in_flight_n -= 1
-                if st.in_flight_n <= 0:
-                    st.in_flight = -1
+                st.in_flight = -1
         if self._task is None or self._task.done():
             return  # stopped
         if exc is not None:
@@ -344,35 +305,12 @@ class Fetcher:
                 st, epoch, offset = entry
                 if subs.assignment.get(tp) is not st or st.epoch != epoch:
                     continue  # reassigned or sought while in flight
-                if offset == CONTINUE:
-                    if not self._continued(node, st, p):
-                        continue
-                    offset = p.fetch_offset
                 self._handle_partition(tp, st, offset, p)
             try:
                 self._send_fetches()
             except Exception:
                 log.exception("consumer fetch loop failed")
         self.wake.set()
-
-    def _continued(self, node: int, st, p) -> bool:
-        """Whether a continuing fetch's answer ``p`` is the one to take.
-
-        Only if it starts where the consumer's fetching stands: anything else
-        (the answer before it was dropped, or carried an error) is dropped,
-        and the next fetch names its offset. Errors are left for that fetch
-        to meet. A broker that does not say where it read from does not know
-        CONTINUE: this consumer stops pipelining to it.
-        """
-        if p.fetch_offset < 0 and p.error_code != ErrorCode.INVALID_REQUEST:
-            log.debug("broker %s does not continue fetches: not pipelining them", node)
-            self._no_continue.add(node)
-            return False
-        if p.error_code:
-            if p.error_code in _STALE_METADATA:
-                self.cluster.request_update()
-            return False
-        return p.fetch_offset == st.fetch_offset and not st.stalled
 
     def _handle_partition(self, tp: TopicPartition, st, offset: int, p) -> None:
         if p.high_watermark >= 0:

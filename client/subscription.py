@@ -28,7 +28,7 @@ FETCH_AHEAD = 2
 
 class PartitionState:
     __slots__ = ("position", "fetch_offset", "epoch", "reset", "fetched", "taken", "stalled",
-                 "in_flight", "in_flight_n", "highwater", "log_start", "paused", "max_bytes")
+                 "in_flight", "highwater", "log_start", "paused", "max_bytes")
 
     def __init__(self, reset: int | None) -> None:
         self.position: int | None = None
@@ -38,8 +38,7 @@ class PartitionState:
         self.fetched = 0  # chunks the fetcher put in the buffer (loop thread)
         self.taken = 0  # of those, chunks the consumer took (consuming thread)
         self.stalled = False  # an error chunk waits: fetch nothing until it is taken
-        self.in_flight = -1  # the epoch of this partition's fetches in flight, or -1
-        self.in_flight_n = 0  # how many of that epoch (a fetch and one continuing it)
+        self.in_flight = -1  # the epoch of this partition's fetch in flight, or -1
         self.highwater = -1
         self.log_start = -1
         self.paused = False
@@ -53,17 +52,6 @@ class PartitionState:
     def fetchable(self) -> bool:
         return (self.fetch_offset is not None and self.reset is None and not self.full
                 and self.in_flight != self.epoch and not self.paused)
-
-    def continuable(self, epoch: int) -> bool:
-        """May a fetch continuing the one fetch of ``epoch`` in flight go now?
-
-        While the consumer keeps up (at most the chunk just fetched waits for
-        it): the continuing fetch then waits at the broker to answer the next
-        append at once. So at most FETCH_AHEAD + 1 chunks wait, and two fetches fly.
-        """
-        return (self.epoch == epoch and self.in_flight == epoch and self.in_flight_n == 1
-                and not self.full and self.reset is None and not self.paused
-                and self.max_bytes is None)
 
     def _forget_chunks(self) -> None:
         # chunks of the old epoch are dropped unread: they no longer count

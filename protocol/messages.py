@@ -226,16 +226,11 @@ class ProduceResponse(Message):
 # ---------------------------------------------------------------- fetch
 
 
-# FetchPartition.fetch_offset: read from where this connection's last fetch of
-# the partition ended (see PROTOCOL.md, "Continuing a fetch")
-CONTINUE = -1
-
-
 @_msg
 class FetchPartition:
     topic: str
     partition: int
-    fetch_offset: int  # or CONTINUE
+    fetch_offset: int
     max_bytes: int = 1048576  # per partition
 
 
@@ -257,7 +252,6 @@ class FetchPartitionResponse:
     high_watermark: int = -1
     log_start_offset: int = -1
     records: Records = b""  # whole batches, except perhaps a cut last one
-    fetch_offset: int = -1  # the offset read from (a CONTINUE resolved); -1 if none
 
 
 @_msg

@@ -346,8 +346,7 @@ class PartitionLog(LogHousekeeping):
             )
         ranges: list[FileRange] = []
         if offset == end_offset:
-            return ReadResult(ranges, end_offset, start_offset, offset)
-        next_offset = offset
+            return ReadResult(ranges, end_offset, start_offset)
         segments = self._segments[bisect.bisect_right(self._bases, offset) - 1 :]
         remaining = max_bytes
         try:
@@ -357,11 +356,10 @@ class PartitionLog(LogHousekeeping):
                 start = 0
             for seg in segments:
                 if start < seg.size:
-                    end, after = seg.read_end(start, remaining, min_one=not ranges)
+                    end = seg.read_end(start, remaining, min_one=not ranges)
                     if end > start:
                         ranges.append(FileRange(seg.file, start, end - start))
                         remaining -= end - start
-                        next_offset = after
                     if end < seg.size:
                         break
                 start = 0
@@ -369,7 +367,7 @@ class PartitionLog(LogHousekeeping):
             raise CorruptLogError(f"{self.topic}-{self.partition}: {exc}") from exc
         except OSError as exc:
             raise LogReadError(f"{self.topic}-{self.partition}: {exc}") from exc
-        return ReadResult(ranges, end_offset, start_offset, next_offset)
+        return ReadResult(ranges, end_offset, start_offset)
 
     def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
         """(base offset, timestamp) of the first batch with timestamp >= ``timestamp_ms``, or None.

@@ -67,7 +67,6 @@ class ReadResult:
     ranges: list[FileRange]
     high_watermark: int
     log_start_offset: int
-    next_offset: int  # the offset after the last batch in ``ranges`` (the one read from if none)
 
     @property
     def size(self) -> int:

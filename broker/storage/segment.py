@@ -370,32 +370,24 @@ class Segment:
         found = self.find(offset)
         return None if found is None else found[0]
 
-    def read_end(self, start: int, limit: int, min_one: bool) -> tuple[int, int]:
-        """(end position, next offset) of the whole batches from ``start`` that fit in ``limit`` bytes.
+    def read_end(self, start: int, limit: int, min_one: bool) -> int:
+        """End position of the whole batches from ``start`` that fit in ``limit`` bytes.
 
-        The next offset is the one after the last of those batches. With
-        ``min_one`` the first batch counts even if it alone exceeds ``limit``.
-        ``start`` must be a batch boundary. Raises CorruptMessageError.
+        With ``min_one`` the first batch counts even if it alone exceeds
+        ``limit``. ``start`` must be a batch boundary. Raises CorruptMessageError.
         """
         target = start + max(limit, 0)
         if target >= self.size:
-            return self.size, self.next_offset
-        indexed_offset, from_pos = self.index.lookup_position(target)
-        if from_pos > start:
-            end, end_offset = from_pos, indexed_offset
-        else:
-            end, end_offset = start, -1
+            return self.size
+        _, from_pos = self.index.lookup_position(target)
+        end = max(from_pos, start)
         for pos, h in iter_headers(self.fd, end, self.size):
             if pos + h.size > target:
-                if end_offset < 0:
-                    end_offset = h.base_offset
                 break
             end = pos + h.size
-            end_offset = h.next_offset
         if end == start and min_one:
-            h = read_header(self.fd, start, self.size)
-            end, end_offset = start + h.size, h.next_offset
-        return end, end_offset
+            end = start + read_header(self.fd, start, self.size).size
+        return end
 
     def find_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         """(base offset, timestamp) of the first batch with timestamp >= ``timestamp``, or None."""

@@ -79,27 +79,3 @@ def test_a_partition_is_fetched_ahead_by_at_most_two_chunks():
     assert st.fetchable() and st.fetched == st.taken
     st.stalled = True  # an error waits for the consumer
     assert st.full and not st.fetchable()
-
-
-def test_one_fetch_may_continue_the_one_in_flight_while_the_consumer_keeps_up():
-    from client.subscription import PartitionState
-
-    st = PartitionState(None)
-    st.seek(0)
-    assert not st.continuable(st.epoch)  # nothing in flight to continue
-    st.in_flight, st.in_flight_n = st.epoch, 1
-    assert st.continuable(st.epoch)
-    st.fetched += 1  # the chunk just fetched waits
-    assert st.continuable(st.epoch)
-    st.fetched += 1  # the consumer is behind: it has data to read
-    assert not st.continuable(st.epoch)
-    st.taken += 2
-    st.in_flight_n = 2  # one continues it already
-    assert not st.continuable(st.epoch)
-    st.in_flight_n = 1
-    st.paused = True
-    assert not st.continuable(st.epoch)
-    st.paused = False
-    assert not st.continuable(st.epoch - 1)  # a fetch from before a seek
-    st.seek(3)
-    assert not st.continuable(st.epoch)  # the seek's own fetch is not out yet

@@ -47,30 +47,11 @@ def test_find_returns_the_batch_holding_an_offset(tmp_path):
 def test_read_end_respects_the_limit_but_serves_one(tmp_path):
     seg, _ = fill(tmp_path)
     pos, first = seg.find(1000)
-    assert seg.read_end(0, 1, min_one=True) == (first.size, first.next_offset)
-    assert seg.read_end(0, 1, min_one=False)[0] == 0
-    assert seg.read_end(0, 10**9, min_one=True) == (seg.size, seg.next_offset)
-    end, next_offset = seg.read_end(0, 500, min_one=True)
+    assert seg.read_end(0, 1, min_one=True) == first.size
+    assert seg.read_end(0, 1, min_one=False) == 0
+    assert seg.read_end(0, 10**9, min_one=True) == seg.size
+    end = seg.read_end(0, 500, min_one=True)
     assert 500 - 200 < end <= 500
-    assert seg.position_of(next_offset) == end  # the batch after the last one read
-
-
-@settings(max_examples=40, deadline=None)
-@given(n=st.integers(1, 30), interval=st.sampled_from([1, 100, 4096]), first=st.integers(0, 29),
-       limit=st.integers(0, 3000), min_one=st.booleans())
-def test_read_end_names_the_offset_after_the_last_batch_it_takes(tmp_path_factory, n, interval,
-                                                                 first, limit, min_one):
-    seg, written = fill(tmp_path_factory.mktemp("seg"), n=n, interval=interval)
-    base = written[min(first, n - 1)][0]
-    start = seg.position_of(base)
-    end, next_offset = seg.read_end(start, limit, min_one)
-    data = os.pread(seg.fd, end - start, start)
-    taken = [decode(data, pos) for pos, _ in split_batches(data)] if data else []
-    assert sum(b.header.size for b in taken) == end - start
-    if taken:
-        assert next_offset == taken[-1].header.next_offset
-    if end < seg.size:
-        assert seg.position_of(next_offset) == end
 
 
 def test_find_timestamp(tmp_path):
