@@ -433,6 +433,13 @@ class _Arrivals:
         self.lat = array("q")
         self.stale = 0
 
+    def note(self, value, received: int) -> None:
+        """A record's value reached the consumer at ``received`` (ns)."""
+        if value and value[:8] == self.nonce:
+            self.lat.append(received - int.from_bytes(value[8:16], "big"))
+        else:
+            self.stale += 1
+
     def done(self, total, deadline: float, drain_s: float) -> tuple[bool, float]:
         """(whether to stop, the new deadline), once the producer said how many it sent."""
         expected = total.value
@@ -458,18 +465,13 @@ def _e2e_blocking(topic: str, client: dict, arrivals: _Arrivals, ready, total, s
         for tp in tps:
             consumer.position(tp)  # resolved before the producer starts
         ready.set()
-        now_ns = time.monotonic_ns
-        nonce, append = arrivals.nonce, arrivals.lat.append
+        now_ns, note = time.monotonic_ns, arrivals.note
         deadline = stop_at
         stop_ns = int(stop_at * 1e9)
         while True:
             for record in consumer:
                 received = now_ns()
-                value = record.value
-                if value and value[:8] == nonce:
-                    append(received - int.from_bytes(value[8:16], "big"))
-                else:
-                    arrivals.stale += 1
+                note(record.value, received)
                 if received > stop_ns:
                     break
             stop, deadline = arrivals.done(total, deadline, drain_s)
@@ -496,17 +498,11 @@ async def _e2e_asyncio(topic: str, client: dict, arrivals: _Arrivals, ready, tot
         for tp in tps:
             await consumer.position(tp)  # resolved before the producer starts
         ready.set()
-        now_ns = time.monotonic_ns
-        nonce, append = arrivals.nonce, arrivals.lat.append
+        now_ns, note = time.monotonic_ns, arrivals.note
 
         async def read() -> None:
             async for record in consumer:
-                received = now_ns()
-                value = record.value
-                if value and value[:8] == nonce:
-                    append(received - int.from_bytes(value[8:16], "big"))
-                else:
-                    arrivals.stale += 1
+                note(record.value, now_ns())
 
         reader = asyncio.ensure_future(read())
         deadline = stop_at
