@@ -4,8 +4,7 @@ Handlers run on the event loop thread. Most answer at once and return the
 response message; those that must wait (a fetch long-polling for data, a
 produce with acks=all waiting for its fsync) return a ``LongPoll`` or a
 coroutine, which the connection waits for while keeping responses in
-request order. A produce with
-acks=0 returns None: no response is sent.
+request order. A produce with acks=0 returns None: no response is sent.
 
 Errors are answered per topic or partition with the code of the exception
 (``ApiError.code``); a storage failure is STORAGE_ERROR. Nothing here decodes
