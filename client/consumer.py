@@ -274,6 +274,10 @@ class AsyncConsumer(AsyncGroupMixin):
         if pos is not None:
             return pos
         st = self._subs.state(partition)
+        if st.position is None and partition in self._awaiting_committed and self._coordinator is not None:
+            # hand-assigned in a group: it starts at the committed offset, which
+            # a task is looking up; look it up here rather than report none
+            await self._start_from_committed({partition})
         if st.position is None:
             if st.reset is None:
                 raise NoOffsetForPartitionError(

@@ -241,6 +241,31 @@ def test_auto_commit_on_close_and_hand_assigned_partitions_resume(broker, names)
         c.close()
 
 
+def test_position_of_a_hand_assigned_partition_waits_for_its_committed_offset(broker, names, monkeypatch):
+    """assign() looks the committed offset up in the background; position()
+    right after it must wait for that answer, not report there is none."""
+    from client.group import commits
+
+    topic, group = names
+    create_topic(broker.bootstrap, topic, 1)
+    produce(broker.bootstrap, topic, 5, 1)
+    tp = TopicPartition(topic, 0)
+    c = consumer(broker.bootstrap, None, group, auto_offset_reset="none")
+    try:
+        c.commit({tp: 3})
+        fetch = commits.Committing.fetch_committed
+
+        async def slow_fetch(self, tps):
+            await asyncio.sleep(0.2)  # widens the window the background lookup leaves open
+            return await fetch(self, tps)
+
+        monkeypatch.setattr(commits.Committing, "fetch_committed", slow_fetch)
+        c.assign([tp])
+        assert c.position(tp) == 3
+    finally:
+        c.close()
+
+
 def test_commit_without_group_raises(broker, names):
     topic, _ = names
     from client import Consumer
