@@ -16,9 +16,9 @@ when that record passed:
     C1 the consumer's I/O thread decoded it and queued it (``Fetcher._handle_partition``)
     C2 the consumer's ``for record in consumer`` loop had it
 
-It also counts the fetches the broker served and whether each found the
-record already appended (so the record waited for a fetch to arrive) or was
-waiting (parked) when the append came. The probes do work of their own (the
+It also counts the fetches the broker served, how many of them parked, and
+the records whose append found no fetch parked on their partition (they wait
+for the consumer's next fetch to arrive). The probes do work of their own (the
 broker's reads back and decodes what it sends), so the stages are a little
 slower than without them; compare stages with each other, and the total with
 ``ferry perf e2e``.
