@@ -60,6 +60,7 @@ log = logging.getLogger("ferry.broker")
 
 
 SMALL_RESPONSE = 64 * 1024  # a response up to this size is written in one piece
+_PENDING = (asyncio.Future, LongPoll)  # slot items answered later
 
 
 def _read_part(part) -> bytes:
@@ -116,7 +117,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self.broker.connections.discard(self)
         for slot in self.slots:
             task = slot[2]
-            if isinstance(task, (asyncio.Future, LongPoll)) and not task.done():
+            if isinstance(task, _PENDING) and not task.done():
                 task.cancel()
         self.slots.clear()
         self.broker.connection_gone()
@@ -278,7 +279,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         # one response beyond the mark, however many requests it pipelined.
         while slots and not self.write_paused:
             api_key, corr_id, item = slots[0]
-            if isinstance(item, (asyncio.Future, LongPoll)):
+            if isinstance(item, _PENDING):
                 if not item.done():
                     break
                 slots.popleft()

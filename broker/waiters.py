@@ -42,7 +42,7 @@ class LongPoll:
         self.woken = False
         self._done = self._cancelled = False
         self._result = self._exception = None
-        self._timer = asyncio.get_running_loop().call_later(timeout, self._finish)
+        self._timer = asyncio.get_running_loop().call_later(timeout, self._answer, True)
 
     # ------------------------------------------------------------ future-like
 
@@ -70,31 +70,25 @@ class LongPoll:
 
     def cut_short(self) -> None:
         """Answer now with what there is."""
-        if not self._done:
-            self._finish()
+        self._answer(True)
 
     def _wake(self) -> None:
         """The log grew: answer if there is enough now, else keep waiting."""
         self.woken = False
-        if self._done:
-            return
-        try:
-            response = self._read(False)
-        except Exception as exc:
-            self._exception = exc
-            self._end()
-            return
-        if response is not None:
-            self._result = response
-            self._end()
+        self._answer(False)
 
-    def _finish(self) -> None:
+    def _answer(self, final: bool) -> None:
+        """Read again; answer unless the read says to keep waiting (never when ``final``)."""
         if self._done:
             return
         try:
-            self._result = self._read(True)
+            response = self._read(final)
         except Exception as exc:
             self._exception = exc
+        else:
+            if response is None:
+                return
+            self._result = response
         self._end()
 
     def _end(self) -> None:

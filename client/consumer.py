@@ -110,6 +110,7 @@ class AsyncConsumer(AsyncGroupMixin):
         self._group_released = False
         self._steps = StepQueue(self._buffer.wake)
         self._awaiting_committed: set[TopicPartition] = set()
+        self._committed_lookups: dict[TopicPartition, asyncio.Future] = {}  # under way
         self._coordinator: ConsumerCoordinator | None = None
         self._group_settings = None
         if group_id is not None:
@@ -141,7 +142,7 @@ class AsyncConsumer(AsyncGroupMixin):
             )
             self._coordinator.start()
             if self._awaiting_committed:
-                asyncio.ensure_future(self._start_from_committed(set(self._awaiting_committed)))
+                self._look_up_committed(set(self._awaiting_committed))
         self._started = True
 
     async def stop(self) -> None:
@@ -274,10 +275,10 @@ class AsyncConsumer(AsyncGroupMixin):
         if pos is not None:
             return pos
         st = self._subs.state(partition)
-        if st.position is None and partition in self._awaiting_committed and self._coordinator is not None:
+        if st.position is None:
             # hand-assigned in a group: it starts at the committed offset, which
-            # a task is looking up; look it up here rather than report none
-            await self._start_from_committed({partition})
+            # a task may still be looking up
+            await self._committed_known(partition)
         if st.position is None:
             if st.reset is None:
                 raise NoOffsetForPartitionError(

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 import logging
 import threading
 import time
@@ -263,9 +264,15 @@ class Fetcher:
         except Exception as exc:
             self._fetched(node, sent, None, exc)
             return
-        fut.add_done_callback(lambda f: self._fetched(
-            node, sent, None if f.cancelled() or f.exception() else f.result(),
-            NetworkError("fetch cancelled") if f.cancelled() else f.exception()))
+        fut.add_done_callback(functools.partial(self._answered, node, sent))
+
+    def _answered(self, node: int, sent: dict, fut: asyncio.Future) -> None:
+        if fut.cancelled():
+            self._fetched(node, sent, None, NetworkError("fetch cancelled"))
+        elif fut.exception() is not None:
+            self._fetched(node, sent, None, fut.exception())
+        else:
+            self._fetched(node, sent, fut.result(), None)
 
     async def _fetch(self, node: int, sent: dict, request: FetchRequest, timeout: float) -> None:
         try:

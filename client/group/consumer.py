@@ -204,7 +204,19 @@ class AsyncGroupMixin:
             st.reset = None  # neither fetchable nor reset until the committed offset is known
         self._awaiting_committed |= new
         if self._coordinator is not None:
-            asyncio.ensure_future(self._start_from_committed(new))
+            self._look_up_committed(new)
+
+    def _look_up_committed(self, tps: set[TopicPartition]) -> None:
+        """Start the task that positions ``tps`` at their committed offsets."""
+        task = asyncio.ensure_future(self._start_from_committed(tps))
+        for tp in tps:
+            self._committed_lookups[tp] = task
+
+    async def _committed_known(self, tp: TopicPartition) -> None:
+        """Wait for the lookup of ``tp``'s committed offset, if one is under way."""
+        task = self._committed_lookups.get(tp)
+        if task is not None and not task.done():
+            await asyncio.shield(task)
 
     async def _start_from_committed(self, tps: set[TopicPartition]) -> None:
         try:
@@ -214,6 +226,8 @@ class AsyncGroupMixin:
             found = {}
         for tp in tps:
             self._awaiting_committed.discard(tp)
+            if self._committed_lookups.get(tp) is asyncio.current_task():
+                del self._committed_lookups[tp]
             st = self._subs.assignment.get(tp)
             if st is None or st.position is not None or st.reset is not None:
                 continue  # unassigned or sought meanwhile

@@ -24,9 +24,9 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 10))
 
 
-def parked(waiters, log, keys=("t", 0), timeout=30.0):
+def parked(waiters, read, keys=(("t", 0),), timeout=30.0):
     answered = []
-    poll = waiters.park([keys], log.read, timeout)
+    poll = waiters.park(list(keys), read, timeout)
     poll.on_done = answered.append
     return poll, answered
 
@@ -38,7 +38,7 @@ async def one_pass():
 def test_an_append_answers_a_parked_poll_in_one_pass_of_the_loop():
     async def go():
         waiters, log = LogWaiters(), Log()
-        poll, answered = parked(waiters, log)
+        poll, answered = parked(waiters, log.read)
         log.size = 1
         waiters.notify(("t", 0))
         assert not poll.done()  # not inside the append that woke it
@@ -52,7 +52,7 @@ def test_an_append_answers_a_parked_poll_in_one_pass_of_the_loop():
 def test_a_poll_without_enough_keeps_waiting_and_counts_each_wake_once():
     async def go():
         waiters, log = LogWaiters(), Log(need=3)
-        poll, answered = parked(waiters, log)
+        poll, answered = parked(waiters, log.read)
         for size in (1, 2):
             log.size = size
             waiters.notify(("t", 0))
@@ -71,7 +71,7 @@ def test_a_poll_without_enough_keeps_waiting_and_counts_each_wake_once():
 def test_other_partitions_do_not_wake_it_and_the_timeout_answers_with_what_there_is():
     async def go():
         waiters, log = LogWaiters(), Log()
-        poll, answered = parked(waiters, log, timeout=0.05)
+        poll, answered = parked(waiters, log.read, timeout=0.05)
         waiters.notify(("t", 1))
         waiters.notify(("u", 0))
         await one_pass()
@@ -86,7 +86,7 @@ def test_other_partitions_do_not_wake_it_and_the_timeout_answers_with_what_there
 def test_cut_short_answers_at_once_and_a_late_wake_changes_nothing():
     async def go():
         waiters, log = LogWaiters(), Log()
-        poll, answered = parked(waiters, log)
+        poll, answered = parked(waiters, log.read)
         log.size = 1
         waiters.notify(("t", 0))
         poll.cut_short()  # synchronously
@@ -100,7 +100,7 @@ def test_cut_short_answers_at_once_and_a_late_wake_changes_nothing():
 def test_a_cancelled_poll_is_forgotten_and_never_answers():
     async def go():
         waiters, log = LogWaiters(), Log()
-        poll, answered = parked(waiters, log)
+        poll, answered = parked(waiters, log.read)
         poll.cancel()
         assert poll.cancelled() and len(waiters) == 0
         log.size = 1
@@ -118,9 +118,7 @@ def test_a_read_that_fails_completes_the_poll_with_its_error():
         def broken(final):
             raise OSError("disk gone")
 
-        poll = waiters.park([("t", 0)], broken, 30)
-        answered = []
-        poll.on_done = answered.append
+        poll, answered = parked(waiters, broken)
         waiters.notify(("t", 0))
         await one_pass()
         assert answered == [poll] and isinstance(poll.exception(), OSError)
@@ -131,9 +129,7 @@ def test_a_read_that_fails_completes_the_poll_with_its_error():
 def test_a_poll_on_several_partitions_answers_once():
     async def go():
         waiters, log = LogWaiters(), Log()
-        answered = []
-        poll = waiters.park([("t", 0), ("t", 1)], log.read, 30)
-        poll.on_done = answered.append
+        poll, answered = parked(waiters, log.read, keys=[("t", 0), ("t", 1)])
         log.size = 2
         waiters.notify(("t", 0))
         waiters.notify(("t", 1))
