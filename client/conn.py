@@ -12,10 +12,12 @@ dispatched in the order they arrive without extra scheduling.
 ``send()`` writes a request and returns the future of its response (None for a
 Produce with acks=0, which the broker never answers) after the bytes are handed
 to the transport; if the transport's buffer is above its high-water mark it
-first awaits ``resume_writing`` (backpressure). Every request carries a timer:
-when it fires the request fails with ``RequestTimedOutError`` and the connection
-is closed, as Kafka's clients do, since a late answer could no longer be
-matched with certainty. The broker answers in request order, so an answer that
+first awaits ``resume_writing`` (backpressure). Every request carries a
+deadline: when it passes the request fails with ``RequestTimedOutError`` and
+the connection is closed, as Kafka's clients do, since a late answer could no
+longer be matched with certainty. One timer per connection watches the
+earliest deadline (requests mostly end long before it fires), so a request
+costs no timer of its own. The broker answers in request order, so an answer that
 arrives while an earlier request still waits means the earlier answer was lost:
 that closes the connection too. Closing, for any reason, fails every pending
 future with a ``NetworkError`` naming the broker and the reason.
@@ -24,7 +26,6 @@ future with a ``NetworkError`` naming the broker and the reason.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import socket
 
@@ -73,7 +74,10 @@ class AsyncConnection(asyncio.BufferedProtocol):
         self._reading_into_frame = False  # the last get_buffer gave the frame's own buffer
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
-        self._pending: dict[int, tuple[asyncio.Future, asyncio.TimerHandle]] = {}
+        # correlation id -> (future, deadline in loop time, api key, timeout in s)
+        self._pending: dict[int, tuple[asyncio.Future, float, int, float]] = {}
+        self._timer: asyncio.TimerHandle | None = None  # fires at _timer_at
+        self._timer_at = 0.0
         self._next_id = 0
         self._handshake: asyncio.Future = self._loop.create_future()
         self._drain_waiter: asyncio.Future | None = None
@@ -176,14 +180,16 @@ class AsyncConnection(asyncio.BufferedProtocol):
             raise NetworkError(f"connection to {self.address} is closed: {self.close_reason}")
         corr = self._next_id
         self._next_id = (corr + 1) & 0x7FFFFFFF
-        request = dataclasses.replace(request, correlation_id=corr)
-        parts = self._conn.send_parts(request)
+        parts = self._conn.send_parts(request, corr)
         fut = None
         if not (type(request) is ProduceRequest and request.acks == 0):
-            fut = self._loop.create_future()
+            loop = self._loop
+            fut = loop.create_future()
             t = self.request_timeout if timeout is None else timeout
-            timer = self._loop.call_later(t, self._timed_out, corr, type(request).API_KEY, t)
-            self._pending[corr] = (fut, timer)
+            deadline = loop.time() + t
+            self._pending[corr] = (fut, deadline, request.API_KEY, t)
+            if self._timer is None or deadline < self._timer_at:
+                self._arm(deadline)
         if len(parts) == 1:
             self._transport.write(parts[0])
         else:
@@ -205,17 +211,31 @@ class AsyncConnection(asyncio.BufferedProtocol):
         if self._closed:
             raise NetworkError(f"connection to {self.address} closed: {self.close_reason}")
 
-    def _timed_out(self, corr: int, api_key: int, timeout: float) -> None:
-        entry = self._pending.pop(corr, None)
-        if entry is None:
-            return
-        fut, _ = entry
-        if not fut.done():
-            fut.set_exception(RequestTimedOutError(
-                f"no answer to {api_name(api_key)} from the broker at {self.address} "
-                f"within {timeout * 1000:.0f} ms"
-            ))
-        self.close(f"a {api_name(api_key)} request timed out")
+    def _arm(self, deadline: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._loop.call_at(deadline, self._check_deadlines)
+
+    def _check_deadlines(self) -> None:
+        """The timer fired: fail the first request past its deadline, or re-arm."""
+        self._timer = None
+        now = self._loop.time()
+        earliest = None
+        for corr, (fut, deadline, api_key, timeout) in self._pending.items():
+            if deadline <= now:
+                del self._pending[corr]
+                if not fut.done():
+                    fut.set_exception(RequestTimedOutError(
+                        f"no answer to {api_name(api_key)} from the broker at {self.address} "
+                        f"within {timeout * 1000:.0f} ms"
+                    ))
+                self.close(f"a {api_name(api_key)} request timed out")
+                return
+            if earliest is None or deadline < earliest:
+                earliest = deadline
+        if earliest is not None:
+            self._arm(earliest)
 
     # ------------------------------------------------------------ closing
 
@@ -229,8 +249,10 @@ class AsyncConnection(asyncio.BufferedProtocol):
             self._transport.close()
         exc_text = f"connection to the broker at {self.address} closed: {reason}"
         pending, self._pending = self._pending, {}
-        for fut, timer in pending.values():
-            timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for fut, *_ in pending.values():
             if not fut.done():
                 fut.set_exception(NetworkError(exc_text))
                 fut.exception()  # a waiter gone (cancelled) must not leave a log line
@@ -323,8 +345,7 @@ class AsyncConnection(asyncio.BufferedProtocol):
         entry = pending.pop(corr, None)
         if entry is None:  # timed out already: the connection is closing
             return
-        fut, timer = entry
-        timer.cancel()
+        fut = entry[0]
         if fut.done():
             return
         if type(event) is ErrorResponse:

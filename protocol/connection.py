@@ -384,19 +384,22 @@ class Connection:
 
     # ------------------------------------------------------------ sending
 
-    def send(self, event: Any) -> bytes:
+    def send(self, event: Any, correlation_id: int | None = None) -> bytes:
         """Bytes to write for ``event``. Raises LocalProtocolError if not allowed now."""
-        parts = self.send_parts(event)
+        parts = self.send_parts(event, correlation_id)
         if len(parts) == 1:
             return parts[0]
         try:
             return b"".join(parts)
-        except TypeError:
-            self._pending.pop(event.correlation_id, None)  # it never went out
+        except TypeError:  # it never went out
+            self._pending.pop(event.correlation_id if correlation_id is None else correlation_id, None)
             raise LocalProtocolError("send() needs bytes records; use send_parts()") from None
 
-    def send_parts(self, event: Any) -> list:
+    def send_parts(self, event: Any, correlation_id: int | None = None) -> list:
         """Like ``send`` but returns [prefix bytes, *records objects as given].
+
+        ``correlation_id``, if given, goes in the frame instead of the event's
+        own (a client numbering its requests need not copy each one).
 
         Raises LocalProtocolError if the event may not be sent now or cannot be
         encoded (a field of the wrong type, an integer out of its range); the
@@ -419,17 +422,18 @@ class Connection:
             raise LocalProtocolError(f"cannot send {event!r}")
         if event.IS_RESPONSE != (self.role is Role.SERVER):
             raise LocalProtocolError(f"a {self.role.value} cannot send {type(event).__name__}")
-        if self.role is Role.CLIENT and event.correlation_id in self._pending:
-            raise LocalProtocolError(f"correlation id {event.correlation_id} is in flight")
+        corr = event.correlation_id if correlation_id is None else correlation_id
+        if self.role is Role.CLIENT and corr in self._pending:
+            raise LocalProtocolError(f"correlation id {corr} is in flight")
         parts: list = []
         try:
             body = encoder_for(type(event))(event, parts)
             data_len = sum(len(p) for p in parts)
         except (TypeError, ValueError) as exc:
             raise LocalProtocolError(f"cannot encode {type(event).__name__}: {exc}") from None
-        prefix = _encode_frame(event.API_KEY, 0, event.correlation_id, body, data_len)
+        prefix = _encode_frame(event.API_KEY, 0, corr, body, data_len)
         if self.role is Role.CLIENT and not (isinstance(event, ProduceRequest) and event.acks == 0):
-            self._pending[event.correlation_id] = event.API_KEY
+            self._pending[corr] = event.API_KEY
         if parts and all(isinstance(p, (bytes, bytearray, memoryview)) for p in parts):
             return [prefix, *parts] if data_len > 4096 else [b"".join([prefix, *parts])]
         return [prefix, *parts]

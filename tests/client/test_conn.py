@@ -255,6 +255,46 @@ def test_request_timeout_fails_the_request_and_closes():
     run(main())
 
 
+def test_a_shorter_timeout_sent_later_fires_first():
+    async def script(evs, send, writer):
+        async for _ in evs:
+            pass  # never answers
+
+    async def main():
+        async with Scripted(script) as srv:
+            conn = await AsyncConnection.connect("127.0.0.1", srv.port, request_timeout=30)
+            slow = await conn.send(MetadataRequest(), timeout=20)
+            fast = await conn.send(MetadataRequest(), timeout=0.2)
+            start = time.monotonic()
+            with pytest.raises(RequestTimedOutError, match="within 200 ms"):
+                await fast
+            assert time.monotonic() - start < 5
+            with pytest.raises(NetworkError, match="timed out"):
+                await slow
+    run(main())
+
+
+def test_answered_requests_leave_the_later_deadlines_watched():
+    async def script(evs, send, writer):
+        answered = False
+        async for req in evs:
+            if not answered:  # only the first request gets an answer
+                answered = True
+                send(metadata_response(req))
+
+    async def main():
+        async with Scripted(script) as srv:
+            conn = await AsyncConnection.connect("127.0.0.1", srv.port, request_timeout=30)
+            first = await conn.send(MetadataRequest(), timeout=0.1)
+            second = await conn.send(MetadataRequest(), timeout=0.4)
+            await first  # answered: its deadline must not close the connection
+            assert not conn.closed
+            with pytest.raises(RequestTimedOutError, match="within 400 ms"):
+                await second
+            assert conn.closed
+    run(main())
+
+
 def test_error_response_raises_the_protocol_class():
     async def script(evs, send, writer):
         async for req in evs:
