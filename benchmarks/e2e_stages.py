@@ -9,7 +9,7 @@ clock for all processes on Linux) in its first 8 bytes, and each probe notes
 when that record passed:
 
     P  the producer's I/O thread encoded its batch (``ProducerBatch.encode``)
-    PW it handed the request to the socket         (``AsyncConnection.send``)
+    PW it handed the request to the socket         (``AsyncConnection.send_nowait``)
     B0 the broker's produce handler began        (``Handlers.produce``)
     B1 the broker appended it and woke the fetches waiting on its partition
     B2 the broker began sending it in a fetch response (``BrokerProtocol._send``)
@@ -193,17 +193,17 @@ def run(records: int, rate: float, tmp: str) -> dict:
             return data
 
         PB.ProducerBatch.encode = probed_encode
-        send = CN.AsyncConnection.send
+        send = CN.AsyncConnection.send_nowait
 
-        async def probed_send(self, request, timeout=None):
-            future = await send(self, request, timeout)
+        def probed_send(self, request, timeout=None):
+            future = send(self, request, timeout)
             if type(request) is ProduceRequest:
                 t = now()
                 plog.extend((_sent_at(v), "PW", t) for p in request.partitions
                             for pos, _ in B.iter_complete(p.records) for v in B.decode(p.records, pos).values)
             return future
 
-        CN.AsyncConnection.send = probed_send
+        CN.AsyncConnection.send_nowait = probed_send
         topic = "stages"
         with Producer(bootstrap_servers=bootstrap, acks=1, linger_ms=0) as producer:
             producer.partitions_for(topic)
@@ -223,7 +223,7 @@ def run(records: int, rate: float, tmp: str) -> dict:
             producer.flush(30)
             done.set()
             cproc.join(120)
-        PB.ProducerBatch.encode, CN.AsyncConnection.send = encode, send
+        PB.ProducerBatch.encode, CN.AsyncConnection.send_nowait = encode, send
     finally:
         stop.set()
         bproc.join(30)

@@ -203,6 +203,13 @@ class AsyncConnection(asyncio.BufferedProtocol):
             return None
         return await fut
 
+    async def drained(self) -> None:
+        """Return once the transport takes writes again (at once if it does).
+
+        Raises NetworkError if the connection is or becomes closed.
+        """
+        await self._drain()
+
     async def _drain(self) -> None:
         while self._paused and not self._closed:
             if self._drain_waiter is None or self._drain_waiter.done():

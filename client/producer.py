@@ -220,9 +220,9 @@ class AsyncProducer:
 
     def _wakeup(self) -> None:
         if threading.get_ident() == self._loop_ident:
-            self._sender.wake.set()
+            self._sender.wake()
         else:
-            self._loop.call_soon_threadsafe(self._sender.wake.set)
+            self._loop.call_soon_threadsafe(self._sender.wake)
 
     def _on_seal(self, topic: str, partition: int) -> None:
         n = self._counts.get(topic)

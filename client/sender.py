@@ -1,8 +1,16 @@
-"""The producer's sender task: from sealed batches to ProduceRequests and back.
+"""The producer's sender: from sealed batches to ProduceRequests and back.
 
 Theory of operation
 -------------------
-The task drains sealed batches from the accumulator into one queue per
+The sender is a *pass*, a plain function that runs in the producer's event
+loop whenever there is something to do: ``wake()`` (a new or sealed batch, an
+answer, new metadata, a connection made) schedules one pass with
+``call_soon``, however often it is called before the pass runs, and one timer
+schedules a pass when the earliest thing waiting is due (a batch's linger, a
+retry backoff, a delivery timeout). A pass never waits: it writes what may go
+now and returns, so a record costs no task step, event or timeout of its own.
+
+A pass drains sealed batches from the accumulator into one queue per
 partition (``_Partition.queue``, oldest first) and sends from the heads of
 those queues: per leader, requests of at most ``max_request_size`` bytes with
 at most one batch per partition (so each batch gets its own base offset), and
@@ -175,28 +183,35 @@ class Sender:
         self.producer_id = -1
         self.producer_epoch = -1
         self.fatal: BaseException | None = None
-        self.wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by start()
+        self._scheduled = False  # a pass is scheduled with call_soon
+        self._timer: asyncio.TimerHandle | None = None  # a pass at _timer_at (loop time)
+        self._timer_at = 0.0
         self._parts: dict[tuple[str, int], _Partition] = {}
         self._active: dict[tuple[str, int], _Partition] = {}  # those with queued batches
         self._node_inflight: dict[int, int] = {}
         self._node_retry_at: dict[int, float] = {}
         self._node_error: dict[int, BaseException] = {}
         self._connecting: dict[int, asyncio.Task] = {}
+        self._draining: dict[int, asyncio.Task] = {}  # node -> waiting for a paused transport
         self._id_task: asyncio.Task | None = None
-        self._task: asyncio.Task | None = None
         self._stopped = False
-        cluster.add_listener(self.wake.set)
+        cluster.add_listener(self.wake)
 
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         if self.idempotent:
             self._init_producer_id()
-        self._task = asyncio.create_task(self._run(), name="ferry-sender")
+        self.wake()
 
     async def stop(self) -> None:
         self._stopped = True
-        for task in (self._task, self._id_task, *self._connecting.values()):
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in (self._id_task, *self._connecting.values(), *self._draining.values()):
             if task is not None:
                 task.cancel()
                 try:
@@ -208,40 +223,46 @@ class Sender:
     def has_producer_id(self) -> bool:
         return self.producer_id >= 0
 
-    async def _run(self) -> None:
-        acc = self.acc
-        while True:
-            self.wake.clear()
-            batches, next_due = acc.drain(hold=self._window_full)
-            parts = self._parts
-            active = self._active
-            for b in batches:
-                tp = (b.topic, b.partition)
-                st = parts.get(tp)
-                if st is None:
-                    st = parts[tp] = _Partition(tp)
-                st.queue.append(b)
-                active[tp] = st
-            try:
-                timer = await self._dispatch()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a bug here must not strand the batches
-                log.exception("producer sender failed")
-                self._fail_queued(exc)
-                timer = None
-            if timer is not None and (next_due is None or timer < next_due):
-                next_due = timer
-            if self.wake.is_set():
-                continue
-            if next_due is None:
-                await self.wake.wait()
-            else:
-                try:
-                    async with asyncio.timeout(max(next_due, 0.001)):
-                        await self.wake.wait()
-                except TimeoutError:
-                    pass
+    def wake(self) -> None:
+        """Run a pass soon (in the loop's next round). Call in the loop's thread."""
+        if not self._scheduled and not self._stopped and self._loop is not None:
+            self._scheduled = True
+            self._loop.call_soon(self._pass)
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self.wake()
+
+    def _pass(self) -> None:
+        self._scheduled = False
+        if self._stopped:
+            return
+        batches, next_due = self.acc.drain(hold=self._window_full)
+        parts = self._parts
+        active = self._active
+        for b in batches:
+            tp = (b.topic, b.partition)
+            st = parts.get(tp)
+            if st is None:
+                st = parts[tp] = _Partition(tp)
+            st.queue.append(b)
+            active[tp] = st
+        try:
+            due = self._dispatch()
+        except Exception as exc:  # a bug here must not strand the batches
+            log.exception("producer sender failed")
+            self._fail_queued(exc)
+            due = None
+        if due is not None and (next_due is None or due < next_due):
+            next_due = due
+        if next_due is not None:
+            at = self._loop.time() + max(next_due, 0.001)
+            timer = self._timer
+            if timer is None or at < self._timer_at:
+                if timer is not None:
+                    timer.cancel()
+                self._timer_at = at
+                self._timer = self._loop.call_at(at, self._timer_fired)
 
     def _window_full(self, tp: tuple[str, int]) -> bool:
         """True if ``tp`` cannot send another batch now (its next one may grow meanwhile)."""
@@ -256,7 +277,7 @@ class Sender:
 
     # ------------------------------------------------------------ sending
 
-    async def _dispatch(self) -> float | None:
+    def _dispatch(self) -> float | None:
         """Send what may go now; returns seconds until something waiting is due, or None."""
         if not self._active:
             return None
@@ -296,12 +317,12 @@ class Sender:
                 continue
             by_node.setdefault(leader, []).append(st)
         for node, parts in by_node.items():
-            wait = await self._send_to_node(node, parts, now)
+            wait = self._send_to_node(node, parts, now)
             if wait is not None and (due is None or wait < due):
                 due = wait
         return due
 
-    async def _send_to_node(self, node: int, parts: list[_Partition], now: float) -> float | None:
+    def _send_to_node(self, node: int, parts: list[_Partition], now: float) -> float | None:
         conn = self.cluster.open_connection(node)
         if conn is None:
             retry_at = self._node_retry_at.get(node, 0.0)
@@ -309,6 +330,10 @@ class Sender:
                 return retry_at - now
             if node not in self._connecting:
                 self._connecting[node] = asyncio.ensure_future(self._connect(node))
+            return None
+        if conn.paused:  # the transport's buffer is full: wait until it drains
+            if node not in self._draining:
+                self._draining[node] = asyncio.ensure_future(self._drain(node, conn))
             return None
         inflight = self._node_inflight.get(node, 0)
         start = 0
@@ -337,9 +362,12 @@ class Sender:
                 start = 0
             inflight += 1
             self._node_inflight[node] = inflight
-            await self._send_request(node, conn, group)
+            self._send_request(node, conn, group)
             inflight = self._node_inflight.get(node, 0)
             if conn.closed:
+                break
+            if conn.paused:
+                self._draining[node] = asyncio.ensure_future(self._drain(node, conn))
                 break
         return None
 
@@ -367,13 +395,13 @@ class Sender:
             st.number(b)
         return b
 
-    async def _send_request(self, node: int, conn, group: list[ProducerBatch]) -> None:
+    def _send_request(self, node: int, conn, group: list[ProducerBatch]) -> None:
         request = ProduceRequest(
             acks=self.acks, timeout_ms=self.request_timeout_ms,
             partitions=tuple(ProducePartition(b.topic, b.partition, b.data) for b in group),
         )
         try:
-            fut = await conn.send(request)
+            fut = conn.send_nowait(request)
         except Exception as exc:
             self._node_inflight[node] -= 1
             self.cluster.request_update()
@@ -402,13 +430,25 @@ class Sender:
             self.cluster.request_update()
         finally:
             self._connecting.pop(node, None)
-            self.wake.set()
+            self.wake()
+
+    async def _drain(self, node: int, conn) -> None:
+        """Wait until ``conn``'s transport takes writes again, then run a pass."""
+        try:
+            await conn.drained()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # closed: the answers' failures wake the sender
+            pass
+        finally:
+            self._draining.pop(node, None)
+            self.wake()
 
     # ------------------------------------------------------------ answers
 
     def _on_response(self, node: int, group: list[ProducerBatch], fut: asyncio.Future) -> None:
         self._node_inflight[node] -= 1
-        self.wake.set()
+        self.wake()
         parts = self._parts
         for b in group:
             parts[(b.topic, b.partition)].inflight -= 1
@@ -505,7 +545,7 @@ class Sender:
             st.stalled = True
             st.retry_at = now + self.retry_backoff
             self._active[st.tp] = st
-            self.wake.set()
+            self.wake()
             log.debug("retrying %s/%d after %s", b.topic, b.partition, exc)
 
     def _requeue(self, st: _Partition, b: ProducerBatch) -> None:
@@ -579,7 +619,7 @@ class Sender:
         if self.fatal is None:
             log.error("the idempotent producer cannot send any more: %s", exc)
             self.fatal = exc
-        self.wake.set()
+        self.wake()
 
     # ------------------------------------------------------------ producer ids and epochs
 
@@ -646,7 +686,7 @@ class Sender:
                     log.warning("the broker does not support idempotent producers (%s): "
                                 "sending without idempotence", exc)
                     self.idempotent = False
-                    self.wake.set()
+                    self.wake()
                 return
             except Exception as exc:
                 code = exc.code if isinstance(exc, ApiError) else None
@@ -673,5 +713,5 @@ class Sender:
             self._node_error.pop(-1, None)
             self.producer_id, self.producer_epoch = resp.producer_id, resp.producer_epoch
             log.debug("producer id %d epoch %d", self.producer_id, self.producer_epoch)
-            self.wake.set()
+            self.wake()
             return

@@ -273,11 +273,11 @@ def test_lost_requests_and_answers_with_five_in_flight_neither_reorder_nor_dupli
             sender = p._sender
             original = sender._send_request
 
-            async def watched(node, conn, group):
+            def watched(node, conn, group):
                 # batches numbered from the oldest unacknowledged one on
                 windows.extend(s.numbered - s.unacked[0].ordinal
                                for s in sender._parts.values() if s.unacked)
-                return await original(node, conn, group)
+                return original(node, conn, group)
 
             sender._send_request = watched
             fb.hooks[ProduceRequest.API_KEY] = hook

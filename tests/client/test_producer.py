@@ -347,6 +347,43 @@ def test_async_producer_waits_for_room():
     run(main())
 
 
+def test_a_paused_connection_holds_requests_until_it_drains():
+    async def main():
+        import asyncio
+        fb = await FakeBroker().start()
+        gate = asyncio.Event()
+
+        async def held(req):
+            await gate.wait()  # the broker stops reading: the client's buffers fill up
+
+        async with AsyncProducer(bootstrap_servers=fb.bootstrap, linger_ms=0, acks=1,
+                                 enable_idempotence=False, max_in_flight_requests_per_connection=100,
+                                 batch_size=1 << 20, max_request_size=1 << 20,
+                                 buffer_memory=64 << 20) as producer:
+            await producer.partitions_for("slow")
+            conn = producer.cluster.open_connection(0)
+            paused = asyncio.Event()
+            pause_writing = conn.pause_writing
+
+            def noted_pause():
+                pause_writing()
+                paused.set()
+
+            conn.pause_writing = noted_pause
+            fb.hooks[ProduceRequest.API_KEY] = held
+            futs = [await producer.send("slow", bytes([i]) * 500_000) for i in range(40)]
+            await asyncio.wait_for(paused.wait(), 10)
+            sender = producer._sender
+            assert sender._draining  # the sender waits for the transport instead of writing on
+            waiting = sum(len(st.queue) for st in sender._parts.values())
+            assert waiting > 0, "every batch was written into a paused transport"
+            gate.set()
+            offsets = [(await f).offset for f in futs]
+            assert offsets == list(range(40))
+        await fb.stop()
+    run(main())
+
+
 def test_malformed_headers_are_refused_at_send(fake):
     with Producer(bootstrap_servers=fake.bootstrap) as producer:
         with pytest.raises(TypeError, match="header"):
