@@ -2,13 +2,13 @@
 
 Theory of operation
 -------------------
-``append`` is the whole per-record cost of sending: under one lock it appends
-the record's value (and key, timestamp, headers when given) to the open
-``ProducerBatch`` of its partition, counts its estimated size, and returns a
-``RecordFuture``: two slots (batch, index), and nothing else. There is no
-future, no encoding and no I/O per record. The columns are lists; a column
-whose records all take the default (no key, the batch's timestamp, no headers)
-stays ``None`` and is backfilled only when a record first needs it.
+``append`` is the whole per-record cost of sending: it appends the record's
+value (and key, timestamp, headers when given) to an open ``ProducerBatch`` of
+its partition, counts its estimated size, and returns a ``RecordFuture``: two
+slots (batch, index), and nothing else. There is no future, no encoding and no
+I/O per record. The columns are lists; a column whose records all take the
+default (no key, the batch's timestamp, no headers) stays ``None`` and is
+backfilled only when a record first needs it.
 
 A batch is *sealed* when adding a record would take it past ``batch_size``
 bytes (estimated: key + value + headers + RECORD_OVERHEAD per record), when
@@ -18,8 +18,32 @@ seal order, for the sender, which encodes each with ``protocol.batch
 .build_batch`` (one msgpack call per batch) and, when the broker answers,
 completes the batch: its one shared result serves every record's future.
 
-``buffer_memory`` bounds the estimated bytes of records not yet completed:
-``append`` blocks the calling thread until completions free room, for at most
+Threads and the lock. Each thread fills batches of its own: an open batch
+belongs to the thread that opened it (``_open`` is keyed by topic, partition
+and thread), so only that thread ever appends to it. A batch also holds a
+*reservation*: bytes of ``buffer_memory`` taken for it in advance, up to
+RESERVE_CHUNK at a time. The commonest record (``fast_send``: bytes value, no
+key, partition, timestamp or headers) goes to its thread's last plain batch
+(remembered per thread) with no lock at all while the reservation covers it;
+the lock is taken once per RESERVE_CHUNK bytes (about 150 records of 100
+bytes) to reserve more, or to seal a full batch. Everything else (the first
+record of a batch, records with keys or headers, a full buffer) takes the lock.
+
+What the lock no longer covers is the race between a thread appending to its
+batch and another thread sealing it (the sender on linger, ``flush``,
+``close``). Two flags settle it, Dekker style: the appending thread sets
+``batch.busy``, then reads ``batch.sealed``; a sealer sets ``sealed``, then
+reads ``busy``. Under the GIL these plain attribute reads and writes happen in
+program order, so at least one of them sees the other's flag: the appender
+backs off to the locked path, or the sealer leaves the batch in ``_sealing``
+and the appender, which reads ``sealed`` again when it clears ``busy``, hands
+it on (``_settle``) before its ``send`` returns. A sealed batch reaches the
+sender only once no thread is appending to it, and a thread's batches of a
+partition reach it in the order they were opened.
+
+``buffer_memory`` bounds the estimated bytes of records not yet completed plus
+the unused reservations of open batches (returned when a batch is sealed):
+taking room blocks the calling thread until completions free it, for at most
 ``max_block`` seconds, then raises FerryTimeoutError. That is the producer's
 backpressure. ``wakeup`` is how the accumulator tells the sender there is work
 (a new batch to linger on, or a sealed one); it is called at most once until
@@ -35,6 +59,7 @@ import asyncio
 import collections
 import threading
 import time
+from threading import get_ident
 from typing import Callable
 
 from protocol.errors import MessageTooLargeError
@@ -45,10 +70,19 @@ from .producer_batch import BATCH_OVERHEAD, RECORD_OVERHEAD, ProducerBatch, Reco
 __all__ = ["BATCH_OVERHEAD", "DEFAULT_BATCH_SIZE", "RECORD_OVERHEAD", "ProducerBatch", "RecordAccumulator", "RecordFuture"]
 
 _CLOSED = 1 << 62
-# Stands for "no batch" in the fast path's cache: no topic, no room.
+# Stands for "no batch" in the fast path's cache: no topic, no reservation.
 _NO_BATCH = ProducerBatch("", -1, 0.0, 0)
 _NO_BATCH.sealed = True
-_NO_BATCH.room = -1
+_NO_BATCH.room = _NO_BATCH.reserved = -1
+# buffer_memory taken for an open batch at a time: Kafka sets aside a whole
+# batch.size (16 KiB by default) for each batch it opens
+RESERVE_CHUNK = 16384
+
+
+class _ThreadBatch(threading.local):
+    """The plain batch a thread's last fast record went to (per thread)."""
+
+    batch = _NO_BATCH
 
 # Kafka's 16 KiB is tuned for the JVM. Here every batch costs the sender and
 # the broker a fixed amount of Python (request, response, completion, one
@@ -87,17 +121,18 @@ class RecordAccumulator:
         self._acquire = self._lock.acquire
         self._release = self._lock.release
         self._room = threading.Condition(self._lock)
-        self._open: dict[tuple[str, int], ProducerBatch] = {}
+        # (topic, partition, thread ident) -> the batch that thread is filling
+        self._open: dict[tuple[str, int, int], ProducerBatch] = {}
         self._sealed: collections.deque[ProducerBatch] = collections.deque()
+        self._sealing: list[ProducerBatch] = []  # sealed while their thread was appending
         self._incomplete: set[ProducerBatch] = set()
         self._async_room_waiters: list[asyncio.Future] = []
-        # buffer_memory minus the bytes of incomplete records; pushed far below
-        # zero by close(), so the hot path tests room and closed in one compare
+        # buffer_memory minus the bytes of incomplete records and reservations;
+        # pushed far below zero by close()
         self._free = buffer_memory
         self._signalled = False
         self.closed = False
-        # the open batch with no extras that fast_send's last record went to
-        self._fast = [_NO_BATCH]
+        self._local = _ThreadBatch()
 
     # ------------------------------------------------------------ appending
 
@@ -147,7 +182,6 @@ class RecordAccumulator:
         raises FerryTimeoutError. Raises MessageTooLargeError for a record that
         can never fit, IllegalStateError once closed.
         """
-        # The hot path: keep it to list appends and integer sums.
         size = RECORD_OVERHEAD if value is None else RECORD_OVERHEAD + len(value)
         if key is not None:
             size += len(key)
@@ -155,31 +189,49 @@ class RecordAccumulator:
             size = self.record_size(key, value, headers)
         if size > self._size_limit:
             self.check_size(size)
+        me = get_ident()
         self._acquire()
         try:
-            if size > self._free:
-                if self.closed:
-                    raise IllegalStateError("the producer is closed")
-                if self._used:
-                    self._wait_for_room(size, max_block)
-            b = self._open.get((topic, partition))
-            if b is None or size > b.room and b.values:
-                b = self._new_batch(topic, partition, b)
+            if self.closed:
+                raise IllegalStateError("the producer is closed")
+            if self._sealing:
+                self._settle_locked()
+            key3 = (topic, partition, me)
+            deadline = None
+            while True:
+                b = self._open.get(key3)
+                full = b is not None and size > b.room and b.values
+                need = size if b is None or full else size - b.reserved
+                if need <= 0:
+                    break
+                if need <= self._free or not self._used:
+                    if b is None or full:
+                        b = self._new_batch(key3, b)
+                    # a chunk if there is room for it, else what the record needs
+                    grant = max(need, min(min(b.room, RESERVE_CHUNK) - b.reserved, self._free))
+                    b.reserved += grant
+                    self._free -= grant
+                    break
+                if deadline is None:
+                    deadline = time.monotonic() + max_block
+                # releases the lock while it waits: look at the batch again after
+                self._wait_for_room(need, deadline, max_block)
             values = b.values
             index = len(values)
             values.append(value)
-            if key is not None or timestamp_ms is not None or headers or not b.plain:
+            plain = key is None and timestamp_ms is None and not headers and b.plain
+            if not plain:
                 b.add_extras(index, key, timestamp_ms, headers)
-                if self._fast[0] is b:
-                    self._fast[0] = _NO_BATCH
             room = b.room = b.room - size
-            self._free -= size
+            b.reserved -= size
             # Seal when the next record like this one would not fit: then a
             # full batch moves the sticky partition on without leaving a
             # straggler behind in a fresh batch of the old partition.
             if room < size:
-                self._seal((topic, partition), b)
+                self._seal(key3, b)
                 self._signal()
+                plain = False
+            self._local.batch = b if plain else _NO_BATCH
         finally:
             self._release()
         fut = RecordFuture()
@@ -187,63 +239,70 @@ class RecordAccumulator:
         fut.index = index
         return fut
 
-    def fast_send(self, sticky: dict, slow_send: Callable) -> Callable:
+    def fast_send(self, slow_send: Callable) -> Callable:
         """A blocking producer's ``send``, with the commonest record inlined.
 
-        A keyless bytes value with no partition, timestamp or headers, bound
-        for the open batch of its topic's sticky partition (``sticky`` maps
-        topic -> partition) when the batch and buffer_memory have room: that
-        is one lock, a list append and a RecordFuture, with no further Python
-        call. Anything else, including a closed accumulator (whose free
-        memory is far below zero), goes to ``slow_send``, which has the same
-        signature and does the checks. Same returns and raises as ``append``.
+        A keyless bytes value with no partition, timestamp or headers goes to
+        the plain batch this thread's last such record went to, while that
+        batch is open and its reservation covers the record: a list append and
+        a RecordFuture, no lock (see the module doc). Anything else, including
+        a first record, a sealed batch and a closed accumulator, goes to
+        ``slow_send``, which has the same signature and picks the partition.
+        Same returns and raises as ``append``.
         """
-        acquire = self._acquire
-        release = self._release
-        open_batches = self._open
-        sticky_get = sticky.get
-        fast = self._fast
+        local = self._local
+        settle = self._settle
+        top_up = self._top_up
         new = RecordFuture
 
         def send(topic, value=None, key=None, partition=None, timestamp_ms=None, headers=None):
             if (value.__class__ is bytes and key is None and partition is None
                     and timestamp_ms is None and headers is None):
+                b = local.batch
                 size = RECORD_OVERHEAD + len(value)
-                acquire()
-                try:
-                    # fast[0]: the open, plain batch the last record went to
-                    # (_seal and add_extras swap it for _NO_BATCH, of room -1)
-                    b = fast[0]
-                    if b.topic is not topic:
-                        p = sticky_get(topic)
-                        b = None if p is None else open_batches.get((topic, p))
-                        if b is None or not b.plain:
-                            b = _NO_BATCH
-                        fast[0] = b
-                    if size <= b.room and size <= self._free:
+                if b.topic is topic and size <= b.reserved:
+                    b.busy = True
+                    if not b.sealed:
                         values = b.values
                         index = len(values)
                         values.append(value)
-                        room = b.room = b.room - size
-                        self._free -= size
-                        if room < size:  # as in append
-                            self._seal((topic, b.partition), b)
-                            self._signal()
+                        b.room -= size
+                        left = b.reserved = b.reserved - size
+                        b.busy = False
+                        if b.sealed:  # a sealer found us appending: hand the batch on
+                            settle()
+                        elif left < size:
+                            top_up(b, size)
                         fut = new()
                         fut.batch = b
                         fut.index = index
                         return fut
-                finally:
-                    release()
+                    b.busy = False
             return slow_send(topic, value, key, partition, timestamp_ms, headers)
 
         return send
 
-    def _new_batch(self, topic: str, partition: int, full: "ProducerBatch | None") -> "ProducerBatch":
+    def _top_up(self, b: ProducerBatch, size: int) -> None:
+        """``b``'s reservation ran low: reserve more, or seal it if full (its thread)."""
+        with self._lock:
+            if b.sealed:
+                return
+            if b.room < size:
+                self._seal((b.topic, b.partition, get_ident()), b)
+                self._signal()
+                return
+            grant = min(b.room, RESERVE_CHUNK) - b.reserved
+            if grant > self._free:
+                grant = self._free  # the next record waits for room in append
+            if grant > 0:
+                b.reserved += grant
+                self._free -= grant
+
+    def _new_batch(self, key3: tuple[str, int, int], full: "ProducerBatch | None") -> "ProducerBatch":
         # called with the lock held
         if full is not None:
-            self._seal((topic, partition), full)
-        b = self._open[(topic, partition)] = ProducerBatch(topic, partition, self.clock(), self.batch_size)
+            self._seal(key3, full)
+        b = self._open[key3] = ProducerBatch(key3[0], key3[1], self.clock(), self.batch_size)
         self._incomplete.add(b)
         self._signal()
         return b
@@ -254,14 +313,13 @@ class RecordAccumulator:
             self._signalled = True
             self.wakeup()
 
-    def _wait_for_room(self, size: int, max_block: float) -> None:
+    def _wait_for_room(self, size: int, deadline: float, max_block: float) -> None:
         # called with the lock held; the Condition releases it while waiting
         if not self.block_in_thread():
             raise FerryTimeoutError(
                 "buffer_memory is full and send() was called from the producer's own "
                 "I/O thread, which cannot block"
             )
-        deadline = time.monotonic() + max_block
         while self._used + size > self.buffer_memory and self._used and not self.closed:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._room.wait(remaining):
@@ -293,14 +351,39 @@ class RecordAccumulator:
                         f"{timeout * 1000:.0f} ms (max_block_ms)"
                     ) from None
 
-    def _seal(self, tp, b: ProducerBatch) -> None:
-        del self._open[tp]
+    def _seal(self, key3: tuple[str, int, int], b: ProducerBatch) -> None:
+        # called with the lock held, from any thread (see the module doc)
+        del self._open[key3]
         b.sealed = True
-        if self._fast[0] is b:
-            self._fast[0] = _NO_BATCH
-        self._sealed.append(b)
+        if b.busy:  # its thread is appending: it hands the batch on (_settle)
+            self._sealing.append(b)
+        else:
+            self._finalize(b)
         if self.on_seal is not None:
             self.on_seal(b.topic, b.partition)
+
+    def _finalize(self, b: ProducerBatch) -> None:
+        # called with the lock held; nobody appends to ``b`` any more
+        if b.reserved:
+            self._free += b.reserved
+            b.reserved = 0
+            self._room.notify_all()
+        self._sealed.append(b)
+
+    def _settle(self) -> None:
+        """Hand on the batches sealed while their thread was appending."""
+        with self._lock:
+            self._settle_locked()
+            self._signal()
+
+    def _settle_locked(self) -> None:
+        busy = []
+        for b in self._sealing:
+            if b.busy:
+                busy.append(b)
+            else:
+                self._finalize(b)
+        self._sealing = busy
 
     # ------------------------------------------------------------ the sender's side
 
@@ -321,14 +404,16 @@ class RecordAccumulator:
             now = self.clock()
         with self._lock:
             self._signalled = False
+            if self._sealing:
+                self._settle_locked()
             next_due = None
             if self._open:
                 linger = self.linger
-                for tp, b in list(self._open.items()):
+                for key3, b in list(self._open.items()):
                     due = b.created + linger - now
                     if due <= 0:
-                        if hold is None or not hold(tp):
-                            self._seal(tp, b)
+                        if hold is None or not hold((b.topic, b.partition)):
+                            self._seal(key3, b)
                     elif next_due is None or due < next_due:
                         next_due = due
             out = list(self._sealed)
@@ -338,8 +423,8 @@ class RecordAccumulator:
     def seal_all(self) -> None:
         """Seal every open batch now (flush, close)."""
         with self._lock:
-            for tp, b in list(self._open.items()):
-                self._seal(tp, b)
+            for key3, b in list(self._open.items()):
+                self._seal(key3, b)
             self._signalled = True
         self.wakeup()
 
@@ -356,7 +441,9 @@ class RecordAccumulator:
         with self._lock:
             if b in self._incomplete:
                 self._incomplete.discard(b)
-                self._free += b.capacity - b.room
+                # an open batch (failed by fail_all) still holds its reservation
+                self._free += b.capacity - b.room + b.reserved
+                b.reserved = 0
                 self._room.notify_all()
         b.complete(base_offset, log_append_time, error)
         waiters, self._async_room_waiters = self._async_room_waiters, []
@@ -369,11 +456,17 @@ class RecordAccumulator:
             return list(self._incomplete)
 
     def close(self) -> None:
-        """Refuse new records and wake blocked senders."""
+        """Refuse new records and wake blocked senders.
+
+        Open batches are sealed, so no thread appends to them any more.
+        """
         with self._lock:
             if not self.closed:
                 self.closed = True
                 self._free -= _CLOSED
+                for key3, b in list(self._open.items()):
+                    self._seal(key3, b)
+                self._signal()
             self._room.notify_all()
         for fut in self._async_room_waiters:
             if not fut.done():
@@ -382,9 +475,11 @@ class RecordAccumulator:
     def fail_all(self, error: BaseException) -> None:
         """Fail every incomplete batch, sealed or open (forced close)."""
         with self._lock:
+            for b in self._open.values():
+                b.sealed = True
             self._open.clear()
             self._sealed.clear()
-            self._fast[0] = _NO_BATCH
+            self._sealing.clear()
         for b in self.incomplete():
             self.completed(b, error=error)
 
@@ -393,4 +488,4 @@ class RecordAccumulator:
         return self._used
 
     def has_unsent(self) -> bool:
-        return bool(self._sealed or self._open)
+        return bool(self._sealed or self._open or self._sealing)

@@ -40,6 +40,7 @@ class ProducerBatch:
         "capacity", "room", "plain", "created", "sealed", "data", "attempts", "done",
         "base_offset", "log_append_time", "error", "event", "_afut", "_callbacks",
         "producer_id", "producer_epoch", "sequence", "ordinal", "maybe_written", "last_error",
+        "reserved", "busy",
     )
 
     def __init__(self, topic: str, partition: int, now: float, batch_size: int = 1 << 30) -> None:
@@ -52,6 +53,11 @@ class ProducerBatch:
         self.plain = True  # no keys, timestamps or headers so far
         self.timestamp = _now_ms()  # of records sent without timestamp_ms
         self.capacity = self.room = batch_size - BATCH_OVERHEAD  # record bytes
+        # the accumulator's handoff with the thread that fills the batch (see
+        # accumulator.py): bytes of buffer_memory it may still use without the
+        # lock, and whether it is appending without the lock right now
+        self.reserved = 0
+        self.busy = False
         self.created = now
         self.sealed = False
         self.data: bytes | None = None

@@ -105,7 +105,7 @@ class Producer:
         self._plain = key_serializer is None and value_serializer is None and partitioner is None
         if self._plain:
             # an instance attribute over the method: the common record costs one call
-            self.send = ap._accumulator.fast_send(self._sticky_current, self._send)
+            self.send = ap._accumulator.fast_send(self._send)
         self.acks = ap.acks
         self.enable_idempotence = ap.enable_idempotence
         _open_producers.add(self)

@@ -253,3 +253,157 @@ def test_asyncio_style_done_callback():
     acc.completed(bad.batch, error=NotLeaderOrFollowerError())
     bad.add_done_callback(seen.append)
     assert seen == [ok, bad]
+
+
+# ------------------------------------------------------------ the lock-free path
+
+
+class CountingLock:
+    """Wraps the accumulator's lock and counts how often it is taken."""
+
+    def __init__(self, lock) -> None:
+        self.lock = lock
+        self.taken = 0
+
+    def acquire(self, *args):
+        self.taken += 1
+        return self.lock.acquire(*args)
+
+    def release(self):
+        self.lock.release()
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def fast(acc: RecordAccumulator, partition: int = 0):
+    """``fast_send`` whose slow path appends to ``partition``."""
+    def slow(topic, value, key=None, part=None, timestamp_ms=None, headers=None):
+        return acc.append(topic, partition if part is None else part, key, value, timestamp_ms, headers)
+    return acc.fast_send(slow)
+
+
+def test_plain_records_take_the_lock_once_per_reserved_chunk():
+    from client.accumulator import RESERVE_CHUNK
+    acc, _ = make(linger_ms=10_000)
+    counting = acc._lock = CountingLock(acc._lock)
+    acc._acquire, acc._release = counting.acquire, counting.release
+    send = fast(acc)
+    value = b"x" * 100
+    futs = [send("t", value) for _ in range(2000)]  # one batch's worth
+    per_chunk = RESERVE_CHUNK // (len(value) + RECORD_OVERHEAD)
+    assert counting.taken <= 2000 // per_chunk + 3
+    assert [f.index for f in futs] == list(range(2000))
+    assert futs[0].batch is futs[-1].batch
+
+
+def test_a_seal_in_the_middle_of_a_lock_free_append_waits_for_it():
+    acc, _ = make(linger_ms=10_000)
+    send = fast(acc)
+    first = send("t", b"a")  # opens the batch (the locked path)
+    b = first.batch
+    seen = {}
+    wakes = []
+    acc.wakeup = lambda: wakes.append(1)
+
+    class SealedWhileAppending(list):
+        def append(self, value):
+            super().append(value)
+            acc.seal_all()  # another thread seals it at the worst moment
+            seen["drained"] = acc.drain()[0]
+            seen["wakes"] = len(wakes)
+
+    b.values = SealedWhileAppending(b.values)
+    second = send("t", b"b")
+    assert second.batch is b and second.index == 1
+    assert seen["drained"] == []  # not handed to the sender while being appended to
+    assert len(wakes) > seen["wakes"]  # the appending thread told the sender when it was done
+    batches, _ = acc.drain()
+    assert batches == [b] and list(b.values) == [b"a", b"b"]
+    third = send("t", b"c")
+    assert third.batch is not b and third.index == 0
+
+
+def test_a_batch_sealed_before_the_append_sends_the_record_to_a_new_one():
+    acc, clock = make(linger_ms=5)
+    send = fast(acc)
+    first = send("t", b"a")
+    clock.now += 1
+    lingered, _ = acc.drain()
+    assert lingered == [first.batch]
+    second = send("t", b"b")
+    assert second.batch is not first.batch and second.index == 0
+
+
+def test_sealing_returns_the_unused_reservation():
+    acc, _ = make(linger_ms=10_000, buffer_memory=1_000_000)
+    send = fast(acc)
+    futs = [send("t", b"x" * 100) for _ in range(10)]
+    assert acc.buffered_bytes >= 10 * (100 + RECORD_OVERHEAD)
+    acc.seal_all()
+    batches, _ = acc.drain()
+    assert acc.buffered_bytes == 10 * (100 + RECORD_OVERHEAD)
+    acc.completed(batches[0], base_offset=0)
+    assert acc.buffered_bytes == 0 and futs[9].get(0).offset == 9
+
+
+def test_threads_fill_batches_of_their_own_and_lose_nothing_to_concurrent_seals():
+    import sys
+    acc, _ = make(linger_ms=0, batch_size=BATCH_OVERHEAD + 40 * (12 + RECORD_OVERHEAD))
+    send = fast(acc)
+    threads, per_thread = 4, 3000
+    futures: dict[int, list] = {}
+    drained: list = []
+    stop = threading.Event()
+
+    def producer(n: int) -> None:
+        futures[n] = [send("t", b"%02d:%08d" % (n, i) + b"ab") for i in range(per_thread)]
+
+    def sender() -> None:
+        while not stop.is_set():
+            drained.extend(acc.drain()[0])
+            for b in drained[-5:]:
+                acc.completed(b, base_offset=0)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter allows
+    try:
+        workers = [threading.Thread(target=producer, args=(n,)) for n in range(threads)]
+        drainer = threading.Thread(target=sender)
+        drainer.start()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(60)
+        stop.set()
+        drainer.join(60)
+    finally:
+        sys.setswitchinterval(old)
+    acc.seal_all()
+    drained.extend(acc.drain()[0])
+    assert len(set(map(id, drained))) == len(drained), "a batch was handed over twice"
+    assert all(not b.busy and b.sealed for b in drained)
+    seen = set(map(id, drained))
+    for n in range(threads):
+        for i, f in enumerate(futures[n]):
+            assert id(f.batch) in seen
+            assert f.batch.values[f.index] == b"%02d:%08d" % (n, i) + b"ab"
+        # each thread's records reach the sender in the order they were sent
+        order = [v for b in drained for v in b.values if v.startswith(b"%02d:" % n)]
+        assert order == [b"%02d:%08d" % (n, i) + b"ab" for i in range(per_thread)]
+    for b in drained:
+        acc.completed(b, base_offset=0)
+    assert acc.buffered_bytes == 0
+
+
+def test_close_stops_the_lock_free_path():
+    acc, _ = make(linger_ms=10_000)
+    send = fast(acc)
+    send("t", b"a")
+    acc.close()
+    with pytest.raises(IllegalStateError):
+        send("t", b"b")
