@@ -110,6 +110,7 @@ class E2ESpec:
     acks: str = "1"
     drain_s: float = 10.0           # how long the consumer may lag behind the last send
     consumer_api: str = "blocking"  # "blocking" (Consumer) or "asyncio" (AsyncConsumer)
+    producer_api: str = "blocking"  # "blocking" (Producer) or "asyncio" (AsyncProducer)
 
 
 # ------------------------------------------------------------ statistics
@@ -568,6 +569,94 @@ def join_or_kill(proc) -> None:
         proc.join(5)
 
 
+def _pace(due: float, clock) -> None:
+    """Sleep in this thread until ``due`` (a ``clock()`` value), if it is ahead."""
+    ahead = due - clock()
+    if ahead > 0:
+        time.sleep(ahead)
+
+
+def _e2e_send_blocking(spec: E2ESpec, client: dict, n: int, value, start_consumer,
+                       progress) -> tuple[int, float]:
+    """Send ``n`` records at ``spec.rate`` with the blocking Producer.
+
+    ``value()`` makes each record's value just before its send (it carries
+    the send time). ``start_consumer()`` starts the consuming process once
+    the topic exists and returns when it is ready. Returns (records sent,
+    seconds spent sending).
+    """
+    from client import Producer
+
+    with Producer(acks=_acks(spec.acks), linger_ms=0, **client) as producer:
+        producer.partitions_for(spec.topic)
+        start_consumer()
+        send, topic, clock = producer.send, spec.topic, time.monotonic
+        start = clock()
+        sent = _paced(spec, n, lambda: send(topic, value()), start, clock, progress)
+        producer.flush(30)
+        return sent, clock() - start
+
+
+async def _e2e_send_asyncio(spec: E2ESpec, client: dict, n: int, value, start_consumer,
+                            progress) -> tuple[int, float]:
+    """As ``_e2e_send_blocking``, with the AsyncProducer in this thread's event loop.
+
+    The loop's timers tick in whole milliseconds, so the sub-millisecond part
+    of each gap is slept in the thread (as the blocking producer's caller
+    does); after each send the loop runs once, so the request is written.
+    """
+    import asyncio
+
+    from client import AsyncProducer
+
+    producer = AsyncProducer(acks=_acks(spec.acks), linger_ms=0, **client)
+    await producer.start()
+    try:
+        await producer.partitions_for(spec.topic)
+        await asyncio.get_running_loop().run_in_executor(None, start_consumer)
+        send, topic, clock = producer.send, spec.topic, time.monotonic
+        interval = 1.0 / spec.rate
+        start = clock()
+        next_report = start
+        deadline = start + spec.duration_s * 2  # a slow machine stops at twice the duration
+        sent = 0
+        for i in range(n):
+            due = start + i * interval
+            if due - clock() > 0.002:
+                await asyncio.sleep(due - clock() - 0.001)
+            _pace(due, clock)
+            await send(topic, value())
+            sent += 1
+            await asyncio.sleep(0)
+            if progress is not None and clock() >= next_report:
+                progress(sent)
+                next_report = clock() + PROGRESS_INTERVAL
+            if clock() > deadline:
+                break
+        await producer.flush(30)
+        return sent, clock() - start
+    finally:
+        await producer.stop()
+
+
+def _paced(spec: E2ESpec, n: int, send: Callable[[], object], start: float, clock, progress) -> int:
+    """Call ``send()`` ``n`` times at ``spec.rate``; returns how many calls were made."""
+    interval = 1.0 / spec.rate
+    next_report = start
+    deadline = start + spec.duration_s * 2  # a slow machine stops at twice the duration
+    sent = 0
+    for i in range(n):
+        _pace(start + i * interval, clock)
+        send()
+        sent += 1
+        if progress is not None and clock() >= next_report:
+            progress(sent)
+            next_report = clock() + PROGRESS_INTERVAL
+        if clock() > deadline:
+            break
+    return sent
+
+
 def run_e2e(spec: E2ESpec, client: dict, progress: Progress | None = None) -> dict:
     """Produce at ``rate`` for ``duration_s`` (linger_ms=0), consume in another process.
 
@@ -575,8 +664,6 @@ def run_e2e(spec: E2ESpec, client: dict, progress: Progress | None = None) -> di
     counts records sent but not received within drain_s. Blocks; raises the
     client's errors, RuntimeError if the consumer process fails.
     """
-    from client import Producer
-
     if spec.rate <= 0 or spec.duration_s <= 0:
         raise ValueError("rate and duration must be positive")
     if spec.record_size < E2E_HEADER:
@@ -586,40 +673,37 @@ def run_e2e(spec: E2ESpec, client: dict, progress: Progress | None = None) -> di
     n = max(1, int(spec.rate * spec.duration_s))
     ctx = multiprocessing.get_context("spawn")
     ready, total, results = ctx.Event(), ctx.Value("q", -1, lock=False), ctx.Queue()
-    with Producer(acks=_acks(spec.acks), linger_ms=0, **client) as producer:
-        producer.partitions_for(spec.topic)
-        stop_at = time.monotonic() + START_TIMEOUT + spec.duration_s * 2 + spec.drain_s
-        proc = ctx.Process(target=_e2e_consumer, name="ferry-perf-e2e-consumer", daemon=True,
-                           args=(spec.topic, client, nonce, ready, total, stop_at,
-                                 spec.drain_s, results, spec.consumer_api))
+    stop_at = time.monotonic() + START_TIMEOUT + spec.duration_s * 2 + spec.drain_s
+    proc = ctx.Process(target=_e2e_consumer, name="ferry-perf-e2e-consumer", daemon=True,
+                       args=(spec.topic, client, nonce, ready, total, stop_at,
+                             spec.drain_s, results, spec.consumer_api))
+
+    def start_consumer() -> None:
         proc.start()
-        try:
-            if not ready.wait(START_TIMEOUT):
-                raise RuntimeError("the e2e consumer process did not start")
-            send = producer.send
-            now_ns = time.monotonic_ns
-            clock = time.monotonic
-            interval = 1.0 / spec.rate
-            start = clock()
-            next_report = start
-            deadline = start + spec.duration_s * 2  # a slow machine stops at twice the duration
-            sent = 0
-            for i in range(n):
-                ahead = start + i * interval - clock()
-                if ahead > 0:
-                    time.sleep(ahead)
-                send(spec.topic, nonce + now_ns().to_bytes(8, "big") + pad)
-                sent += 1
-                if progress is not None and clock() >= next_report:
-                    progress(sent)
-                    next_report = clock() + PROGRESS_INTERVAL
-                if clock() > deadline:
-                    break
-            producer.flush(30)
-            elapsed = clock() - start
-            total.value = sent
-            lat = receive_latencies(results, stop_at, "e2e consumer process")
-        finally:
+        if not ready.wait(START_TIMEOUT):
+            raise RuntimeError("the e2e consumer process did not start")
+
+    now_ns = time.monotonic_ns
+
+    def value() -> bytes:
+        return nonce + now_ns().to_bytes(8, "big") + pad
+
+    try:
+        if spec.producer_api == "asyncio":
+            from .background import new_event_loop
+
+            loop = new_event_loop()
+            try:
+                sent, elapsed = loop.run_until_complete(
+                    _e2e_send_asyncio(spec, client, n, value, start_consumer, progress))
+            finally:
+                loop.close()
+        else:
+            sent, elapsed = _e2e_send_blocking(spec, client, n, value, start_consumer, progress)
+        total.value = sent
+        lat = receive_latencies(results, stop_at, "e2e consumer process")
+    finally:
+        if proc.pid is not None:
             join_or_kill(proc)
     if progress is not None:
         progress(sent)

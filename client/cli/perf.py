@@ -157,10 +157,15 @@ def consume(ctx: Context, topic, num_records, group, timeout_s, as_json) -> None
               show_default=True,
               help="Consume with the blocking Consumer (I/O in its own thread) or the AsyncConsumer "
                    "(in the consuming process's event loop).")
+@click.option("--producer-api", type=click.Choice(["blocking", "asyncio"]), default="blocking",
+              show_default=True,
+              help="Send with the blocking Producer (I/O in its own thread) or the AsyncProducer "
+                   "(in the sending process's event loop).")
 @json_option
 @pass_ctx
 @translate_errors
-def e2e(ctx: Context, topic, rate, duration_s, record_size, acks, consumer_api, as_json) -> None:
+def e2e(ctx: Context, topic, rate, duration_s, record_size, acks, consumer_api, producer_api,
+        as_json) -> None:
     """Send at RATE records/s with linger_ms=0; a consumer process times their arrival.
 
     Latency runs from just before send() to the consumer reaching the record;
@@ -170,11 +175,12 @@ def e2e(ctx: Context, topic, rate, duration_s, record_size, acks, consumer_api, 
     Examples:
       ferry perf e2e --topic lat --rate 5000 --duration 30
       ferry perf e2e --topic lat --rate 5000 --duration 30 --consumer-api asyncio
+      ferry perf e2e --topic lat --rate 5000 --duration 30 --producer-api asyncio --consumer-api asyncio
     """
     from client.perf import E2ESpec, run_e2e, summary_line
 
     spec = E2ESpec(topic=topic, rate=rate, duration_s=duration_s, record_size=record_size, acks=acks,
-                   consumer_api=consumer_api)
+                   consumer_api=consumer_api, producer_api=producer_api)
     with _progress(int(rate * duration_s), "sending") as progress:
         result = run_e2e(spec, _client(ctx), progress)
     _show(result, as_json,

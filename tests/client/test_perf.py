@@ -73,14 +73,18 @@ def test_produce_summary_line_and_producer_processes(broker):
     assert sum(p["log_end_offset"] for p in json.loads(res.stdout)[0]["partitions"]) == 2001
 
 
-@pytest.mark.parametrize("api", ["blocking", "asyncio"])
-def test_e2e(broker, api):
-    result = perf_json(broker, "e2e", "--topic", f"lat-{api}", "--rate", "1000", "--duration", "1",
-                       "--record-size", "64", "--consumer-api", api)
+@pytest.mark.parametrize("producer_api, consumer_api",
+                         [("blocking", "blocking"), ("blocking", "asyncio"), ("asyncio", "asyncio")])
+def test_e2e(broker, producer_api, consumer_api):
+    result = perf_json(broker, "e2e", "--topic", f"lat-{producer_api}-{consumer_api}",
+                       "--rate", "1000", "--duration", "1", "--record-size", "64",
+                       "--producer-api", producer_api, "--consumer-api", consumer_api)
     check_common(result)
     assert result["sent"] == 1000 and result["records"] == 1000 and result["lost"] == 0
     assert result["latency_ms"]["p50"] is not None
-    assert result["settings"]["consumer_api"] == api
+    assert result["settings"]["consumer_api"] == consumer_api
+    assert result["settings"]["producer_api"] == producer_api
+    assert 0.9 < result["elapsed_sec"] < 10  # paced at the rate, not sent in a burst
 
 
 def test_consume_stops_when_the_topic_runs_dry(broker):
