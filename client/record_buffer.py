@@ -281,6 +281,9 @@ class RecordBuffer:
 
     async def wait(self, timeout: float | None) -> bool:
         """Await (in the loop) a chunk arriving after ``arm``; False on timeout."""
+        if timeout is None:  # ``async for``: no timer to set up and cancel each time
+            await self._async_event.wait()
+            return True
         try:
             async with asyncio.timeout(timeout):
                 await self._async_event.wait()
