@@ -250,6 +250,9 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                                    correlation_id=request.correlation_id)
         if result is None:
             return
+        if isinstance(result, m.Message):  # most requests: answered at once
+            self._enqueue(request.API_KEY, request.correlation_id, result)
+            return
         if isinstance(result, LongPoll):
             # answered by a plain call when the log grows: no task, no future
             self.parked = result
