@@ -377,7 +377,7 @@ class Connection:
 
     def _decode_body(self, cls, header, data, corr_id) -> Message:
         cursor = DataCursor(data)
-        msg = decoder_for(cls)(header, cursor, {"correlation_id": corr_id})
+        msg = decoder_for(cls)(header, cursor, correlation_id=corr_id)
         if cursor.pos != len(data):
             raise RemoteProtocolError("frame data section has unclaimed bytes")
         return msg

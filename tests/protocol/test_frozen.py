@@ -32,7 +32,7 @@ from protocol.messages import (
 
 from .strategies import MESSAGE_CLASSES, init_kwargs, strategy_for
 
-PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BY_NAME = {"ids": lambda c: c.__name__}
 
 _TWINS: dict[type, type] = {}
