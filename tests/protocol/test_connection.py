@@ -163,11 +163,13 @@ def test_correlation_id_outside_int32_is_refused_and_not_left_in_flight(cid):
 
 
 def test_unencodable_field_is_refused_and_not_left_in_flight():
-    client, _ = ready_pair()
+    client, server = ready_pair()
     with pytest.raises(LocalProtocolError):
-        client.send(MetadataRequest(topics=(object(),), correlation_id=3))
+        client.send(MetadataRequest(topics=("a", object()), correlation_id=3))
     assert client.in_flight == 0
-    client.send(MetadataRequest(correlation_id=3))
+    # Nothing of the refused frame leaks into the next one.
+    server.receive_data(client.send(MetadataRequest(topics=("b",), correlation_id=3)))
+    assert drain(server) == [MetadataRequest(topics=("b",), correlation_id=3)]
 
 
 def test_handshake_version_must_fit_its_byte():
