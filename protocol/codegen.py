@@ -15,7 +15,8 @@ class.
 from __future__ import annotations
 
 import linecache
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 _SOURCES: dict[str, str] = {}  # file name -> source, for every function compiled here
 

@@ -55,7 +55,15 @@ from typing import Any
 from .codegen import compile_function
 from .errors import LocalProtocolError, RemoteProtocolError
 from .frozen import construction
-from .schema import Decoder, Encoder, Records, bad_value, decoder_for, encoder_for, keyword_decoder
+from .schema import (
+    Decoder,
+    Encoder,
+    Records,
+    bad_value,
+    decoder_for,
+    encoder_for,
+    keyword_decoder,
+)
 
 _SCALARS = (int, bool, str, bytes)
 _LOCALS = {"v", "cur", "extra", "o", "exc"}  # the names of a decoder's own locals
@@ -123,6 +131,7 @@ def append_records(parts: list, value: Any) -> int:
 
 
 def encoder_source(tp: type) -> tuple[str, _Namespace]:
+    """The encoder's source and the globals it uses."""
     hints = typing.get_type_hints(tp)
     fields = [f.name for f in dataclasses.fields(tp) if not f.metadata.get("frame")]
     ns = _Namespace()

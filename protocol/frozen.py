@@ -13,7 +13,8 @@ in about 0.86 us; the same class not frozen in 0.16 us.)
 ``frozen_dataclass`` gets the cheap store without giving up the freezing. Next
 to each class it makes a *builder*: a class with the same bases and the same
 ``__slots__``, hence the same memory layout, whose ``__setattr__`` is the
-default one. An object is filled as a builder and then becomes the frozen
+default one (being a subclass of those bases, it shows in their
+``__subclasses__()``; no object stays a builder). An object is filled as a builder and then becomes the frozen
 class by assigning its ``__class__``, which CPython allows between heap
 classes of identical layout (and refuses, with TypeError, between any
 others; each builder is tried once when it is made). So the constructor is
@@ -56,19 +57,18 @@ _become = object.__dict__["__class__"].__set__  # sets an object's class, bypass
 class Construction:
     """How generated code builds an object of a frozen dataclass without calling it.
 
-    ``fields`` are the names the generated ``__init__`` takes, in order;
-    ``kw_only`` the keyword-only ones among them. ``statements`` writes the
-    lines that build one object from values already in hand, and
-    ``namespace`` holds the names those lines use.
+    ``fields`` are the names of the fields, in the order the generated
+    ``__init__`` takes them. ``statements`` writes the lines that build one
+    object from values already in hand, and ``namespace`` holds the names
+    those lines use.
     """
 
-    def __init__(self, cls: type, builder: type | None, fields: list[str], kw_only: set[str]) -> None:
+    def __init__(self, cls: type, builder: type | None, fields: list[str]) -> None:
         self.cls = cls
         self.builder = builder
         self.fields = fields
-        self.kw_only = kw_only
         self.post_init = hasattr(cls, "__post_init__")
-        self.cls_name = f"{cls.__name__}"
+        self.cls_name = cls.__name__
         self.builder_name = f"{cls.__name__}Builder"
         self.namespace: dict[str, Any] = {self.cls_name: cls, "_new": object.__new__, "_become": _become}
         if builder is not None:
@@ -125,8 +125,7 @@ def _construction_for(cls: type) -> Construction | None:
         return None  # InitVar or init=False fields: the dataclass __init__ does more than store
     if not all(isinstance(inspect.getattr_static(cls, n, None), types.MemberDescriptorType) for n in names):
         return None
-    kw_only = {p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
-    return Construction(cls, _builder_for(cls), names, kw_only)
+    return Construction(cls, _builder_for(cls), names)
 
 
 def _builder_for(cls: type) -> type | None:
@@ -153,10 +152,6 @@ def _make_init(plan: Construction):
     params = list(inspect.signature(original).parameters.values())
     self_name, params = params[0].name, params[1:]
     namespace = dict(plan.namespace, _dataclass_init=original)
-    taken = set(namespace) | {"type", self_name}
-    if taken & set(plan.fields):
-        return original  # a field's name would hide one the generated code needs
-
     signature, call, body = [self_name], [], []
     star = False
     for p in params:
@@ -179,12 +174,14 @@ def _make_init(plan: Construction):
     body += plan.statements(self_name, {n: n for n in plan.fields}, new=False)
     if plan.post_init:
         body.append(f"{self_name}.__post_init__()")
+    if (set(namespace) | {"type", self_name}) & set(plan.fields):
+        return original  # a field's name would hide a name the generated code uses
 
     lines = [f"def __init__({', '.join(signature)}):",
              f"    if type({self_name}) is not {plan.cls_name}:",
-             f"        # a subclass: it may differ in layout, so the dataclass's own __init__",
+             "        # a subclass: it may differ in layout, so the dataclass's own __init__",
              f"        _dataclass_init({', '.join([self_name, *call])})",
-             f"        return"]
+             "        return"]
     lines += [f"    {line}" for line in body]
     init = compile_function("__init__", "\n".join(lines) + "\n", namespace,
                             f"{cls.__module__}.{cls.__qualname__}.__init__")

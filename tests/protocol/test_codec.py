@@ -31,7 +31,13 @@ from protocol.messages import (
     ProducePartition,
     ProduceRequest,
 )
-from protocol.schema import DataCursor, Records, decoder_for, encoder_for, keyword_decoder
+from protocol.schema import (
+    DataCursor,
+    Records,
+    decoder_for,
+    encoder_for,
+    keyword_decoder,
+)
 
 from . import reference_codec
 from .strategies import MESSAGE_CLASSES, plain, strategy_for

@@ -99,7 +99,8 @@ def test_construction_matches_the_dataclass_constructor(cls, data):
     assert field_values(ours) == field_values(theirs)
     assert repr(ours) == repr(theirs)
     assert outcome(lambda: hash(ours)) == outcome(lambda: hash(theirs))
-    assert ours == cls(*args, **kwargs) and not ours != cls(*args, **kwargs)
+    assert ours == cls(*args, **kwargs)
+    assert (ours != cls(*args, **kwargs)) is False
 
 
 @pytest.mark.parametrize("cls", MESSAGE_CLASSES, **BY_NAME)
@@ -167,7 +168,8 @@ def test_wrong_arguments_fail_as_before():
         lambda c: c("t", 0, records=b"", nope=1),       # an unknown keyword
     ]
     for call in calls:
-        ours, theirs = outcome(lambda: call(ProducePartition)), outcome(lambda: call(twin(ProducePartition)))
+        ours = outcome(lambda call=call: call(ProducePartition))
+        theirs = outcome(lambda call=call: call(twin(ProducePartition)))
         assert ours[0] is theirs[0] is TypeError
     with pytest.raises(TypeError):
         ProduceRequest(1, 30000, (), 5)  # correlation_id is keyword-only
