@@ -13,10 +13,11 @@ of LATEST (-1) asks for the log end offset and EARLIEST (-2) for the log start.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, ClassVar
 
 from .errors import LocalProtocolError
+from .frozen import frozen_dataclass
 from .schema import Records
 
 LATEST = -1
@@ -26,7 +27,7 @@ ACKS_NONE = 0
 ACKS_LEADER = 1
 ACKS_ALL = -1
 
-_msg = dataclass(frozen=True, slots=True)
+_msg = frozen_dataclass  # dataclass(frozen=True, slots=True) with a faster __init__
 
 
 def _frame_field(default=0):

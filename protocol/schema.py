@@ -6,6 +6,19 @@ and decoding do no reflection per message. On the wire a dataclass is a
 msgpack map from field name to value; a field the sender omits takes its
 default, and unknown keys are ignored (how messages evolve within a version).
 
+Decoding checks every value's type exactly (``type(v) is int``: a bool is not
+an int) and raises RemoteProtocolError on a mismatch ("expected int, got
+str"), on a missing required field ("<Class> lacks field 'x'") and on a value
+the class rejects ("invalid <Class>: ..."). Encoding checks nothing: what
+msgpack cannot pack fails in the caller's ``packb``.
+
+The converters of scalars, Optional, tuples and dicts are closures. Those of
+dataclasses are generated as Python source per class, the checks of scalar
+fields inline, and build the frozen objects without calling their class
+(``protocol.dataclass_codec``, ``protocol.frozen``); ``keyword_decoder`` is the
+plain form of a dataclass decoder, a loop over the fields and a call of the
+class with keywords, which the generated ones fall back on.
+
 ``Records`` fields are special: their bytes are not put in the msgpack header
 but appended, in field order, to the frame's data section, and the header
 holds only their length. So record batches are never copied into or parsed
@@ -77,7 +90,10 @@ def encoder_for(tp: Any) -> Encoder:
 def decoder_for(tp: Any) -> Decoder:
     """A function (msgpack object, DataCursor) -> validated value.
 
-    Raises RemoteProtocolError on any type mismatch.
+    A dataclass's decoder also takes the values of its frame fields, which
+    the frame header carries, as keywords (``correlation_id=7``) or in a map
+    (its third argument, ``extra``). Raises RemoteProtocolError on any type
+    mismatch.
     """
     try:
         return _dec_cache[tp]
@@ -122,20 +138,14 @@ def _make_encoder(tp: Any) -> Encoder:
             return lambda v, parts: dict(v)
         return lambda v, parts: {k: ev(x, parts) for k, x in v.items()}
     if dataclasses.is_dataclass(tp):
-        hints = _hints(tp)
-        fields = [
-            (f.name, encoder_for(hints[f.name]))
-            for f in dataclasses.fields(tp)
-            if not f.metadata.get("frame")
-        ]
+        from .dataclass_codec import dataclass_encoder
 
-        def enc_dc(v, parts):
-            return {name: e(getattr(v, name), parts) for name, e in fields}
-        return enc_dc
+        return dataclass_encoder(tp)
     raise TypeError(f"no wire encoding for {tp!r}")
 
 
-def _bad(what: str, v: Any) -> RemoteProtocolError:
+def bad_value(what: str, v: Any) -> RemoteProtocolError:
+    """The error for a value ``v`` that is not the ``what`` its schema asks for."""
     return RemoteProtocolError(f"expected {what}, got {type(v).__name__}")
 
 
@@ -145,31 +155,31 @@ def _make_decoder(tp: Any) -> Decoder:
     if tp is int:
         def dec_int(v, cur):
             if type(v) is not int:
-                raise _bad("int", v)
+                raise bad_value("int", v)
             return v
         return dec_int
     if tp is bool:
         def dec_bool(v, cur):
             if type(v) is not bool:
-                raise _bad("bool", v)
+                raise bad_value("bool", v)
             return v
         return dec_bool
     if tp is str:
         def dec_str(v, cur):
             if type(v) is not str:
-                raise _bad("str", v)
+                raise bad_value("str", v)
             return v
         return dec_str
     if tp is bytes:
         def dec_bytes(v, cur):
             if type(v) is not bytes:
-                raise _bad("bytes", v)
+                raise bad_value("bytes", v)
             return v
         return dec_bytes
     if tp is float:
         def dec_float(v, cur):
             if type(v) not in (float, int):
-                raise _bad("float", v)
+                raise bad_value("float", v)
             return float(v)
         return dec_float
     if tp is Any:
@@ -189,7 +199,7 @@ def _make_decoder(tp: Any) -> Decoder:
 
         def dec_tuple(v, cur):
             if type(v) is not list:
-                raise _bad("array", v)
+                raise bad_value("array", v)
             return tuple([d(x, cur) for x in v])
         return dec_tuple
     if origin is dict:
@@ -198,30 +208,43 @@ def _make_decoder(tp: Any) -> Decoder:
 
         def dec_dict(v, cur):
             if type(v) is not dict:
-                raise _bad("map", v)
+                raise bad_value("map", v)
             return {dk(k, cur): dv(x, cur) for k, x in v.items()}
         return dec_dict
     if dataclasses.is_dataclass(tp):
-        hints = _hints(tp)
-        fields = []
-        for f in dataclasses.fields(tp):
-            if f.metadata.get("frame"):
-                continue
-            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-            fields.append((f.name, decoder_for(hints[f.name]), required))
+        from .dataclass_codec import dataclass_decoder
 
-        def dec_dc(v, cur, extra=None):
-            if type(v) is not dict:
-                raise _bad(f"{tp.__name__} map", v)
-            kwargs = dict(extra) if extra else {}
-            for name, d, required in fields:
-                if name in v:
-                    kwargs[name] = d(v[name], cur)
-                elif required:
-                    raise RemoteProtocolError(f"{tp.__name__} lacks field {name!r}")
-            try:
-                return tp(**kwargs)
-            except (TypeError, ValueError, LocalProtocolError) as exc:
-                raise RemoteProtocolError(f"invalid {tp.__name__}: {exc}") from None
-        return dec_dc
+        return dataclass_decoder(tp)
     raise TypeError(f"no wire decoding for {tp!r}")
+
+
+def keyword_decoder(tp: type) -> Decoder:
+    """A decoder of dataclass ``tp`` that calls the class with the decoded fields as keywords.
+
+    The frame fields (``correlation_id``), which are not in the body, come as
+    keywords or in ``extra``, a map of keyword to value; both go to the class
+    too, under the fields the body holds. Generated decoders use this one
+    when ``extra`` holds anything but frame fields.
+    """
+    hints = _hints(tp)
+    fields = []
+    for f in dataclasses.fields(tp):
+        if f.metadata.get("frame"):
+            continue
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        fields.append((f.name, decoder_for(hints[f.name]), required))
+
+    def dec_dc(v, cur, extra=None, **frame):
+        if type(v) is not dict:
+            raise bad_value(f"{tp.__name__} map", v)
+        kwargs = {**frame, **extra} if extra else frame
+        for name, d, required in fields:
+            if name in v:
+                kwargs[name] = d(v[name], cur)
+            elif required:
+                raise RemoteProtocolError(f"{tp.__name__} lacks field {name!r}")
+        try:
+            return tp(**kwargs)
+        except (TypeError, ValueError, LocalProtocolError) as exc:
+            raise RemoteProtocolError(f"invalid {tp.__name__}: {exc}") from None
+    return dec_dc

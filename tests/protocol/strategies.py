@@ -15,7 +15,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from protocol import batch, framing
+from protocol import batch, framing, messages
 from protocol.connection import (
     NEED_DATA,
     Connection,
@@ -110,15 +110,33 @@ def strategy_for(tp: Any) -> st.SearchStrategy:
         return st.dictionaries(strategy_for(args[0]), strategy_for(args[1]), max_size=3)
     if dataclasses.is_dataclass(tp):
         hints = typing.get_type_hints(tp)
-        kwargs = {}
-        for f in dataclasses.fields(tp):
-            if f.name == "correlation_id":
-                kwargs[f.name] = INT32  # an int32 in the frame header
-            else:
-                override = FIELD_OVERRIDES.get((tp, f.name))
-                kwargs[f.name] = override if override is not None else strategy_for(hints[f.name])
-        return st.builds(tp, **kwargs)
+        return st.builds(tp, **{f.name: _field_strategy(tp, f, hints[f.name])
+                                for f in dataclasses.fields(tp)})
     raise TypeError(f"no strategy for {tp!r}")
+
+
+def _field_strategy(tp: type, f: dataclasses.Field, hint: Any) -> st.SearchStrategy:
+    if f.name == "correlation_id":
+        return INT32  # an int32 in the frame header
+    override = FIELD_OVERRIDES.get((tp, f.name))
+    return override if override is not None else strategy_for(hint)
+
+
+def init_kwargs(tp: type) -> st.SearchStrategy:
+    """Keyword arguments for dataclass ``tp``: every required field, and some optional ones."""
+    hints = typing.get_type_hints(tp)
+    required, optional = {}, {}
+    for f in dataclasses.fields(tp):
+        has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        (optional if has_default else required)[f.name] = _field_strategy(tp, f, hints[f.name])
+    return st.fixed_dictionaries(required, optional=optional)
+
+
+# Every dataclass protocol.messages defines: the messages and the structs inside them.
+MESSAGE_CLASSES = [
+    cls for cls in vars(messages).values()
+    if isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == messages.__name__
+]
 
 
 def error_responses() -> st.SearchStrategy:

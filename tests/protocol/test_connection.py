@@ -27,19 +27,21 @@ from protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from protocol.messages import (
     REQUESTS,
     RESPONSES,
+    CreateTopicsRequest,
     FetchRequest,
     Handshake,
     HandshakeResponse,
     Message,
     MetadataRequest,
     MetadataResponse,
+    NewTopic,
     ProducePartition,
     ProduceRequest,
     ProduceResponse,
     replace,
 )
 
-from .strategies import INT32, drain, ready_pair, strategy_for
+from .strategies import INT32, drain, ready_pair, request_for, strategy_for
 
 _FIXED = struct.Struct(">IHHBiI")  # length, api_key, api_version, flags, corr_id, header_len
 
@@ -161,11 +163,13 @@ def test_correlation_id_outside_int32_is_refused_and_not_left_in_flight(cid):
 
 
 def test_unencodable_field_is_refused_and_not_left_in_flight():
-    client, _ = ready_pair()
+    client, server = ready_pair()
     with pytest.raises(LocalProtocolError):
-        client.send(MetadataRequest(topics=(object(),), correlation_id=3))
+        client.send(MetadataRequest(topics=("a", object()), correlation_id=3))
     assert client.in_flight == 0
-    client.send(MetadataRequest(correlation_id=3))
+    # Nothing of the refused frame leaks into the next one.
+    server.receive_data(client.send(MetadataRequest(topics=("b",), correlation_id=3)))
+    assert drain(server) == [MetadataRequest(topics=("b",), correlation_id=3)]
 
 
 def test_handshake_version_must_fit_its_byte():
@@ -361,6 +365,29 @@ def test_malformed_produce_request(header, data):
     assert_remote_error(server, raw_frame(0, header, data))
 
 
+@pytest.mark.parametrize("api_key, header, data, message", [
+    (0, produce_header(acks="1"), b"abc", "expected int, got str"),
+    (0, produce_header(acks=True), b"abc", "expected int, got bool"),
+    (0, produce_header(acks=2), b"abc", "invalid ProduceRequest: acks must be 0, 1 or -1, not 2"),
+    (0, produce_header(partitions="t"), b"abc", "expected array, got str"),
+    (0, produce_header(partitions=[["t", 0, 3]]), b"abc", "expected ProducePartition map, got list"),
+    (0, produce_header(partitions=[{"partition": 0, "records": 3}]), b"abc",
+     "ProducePartition lacks field 'topic'"),
+    (0, produce_header(partitions=[{"topic": "t", "partition": 0, "records": 3.0}]), b"abc",
+     "records length runs past the frame's data section"),
+    (0, [1, 2, 3], b"", "expected ProduceRequest map, got list"),
+    (1, {"partitions": [{"topic": "t", "partition": 0}]}, b"", "FetchPartition lacks field 'fetch_offset'"),
+    (1, {"max_wait_ms": 1.5}, b"", "expected int, got float"),
+    (3, {"topics": [1]}, b"", "expected str, got int"),
+    (3, {"allow_auto_topic_creation": 1}, b"", "expected bool, got int"),
+    (19, {"topics": [{"name": "t", "configs": {"a": 1}}]}, b"", "expected str, got int"),
+    (33, {"topics": [{"name": "t", "configs": {"a": b"x"}}]}, b"", "expected str, got bytes"),
+])
+def test_malformed_request_errors_say_what_is_wrong(api_key, header, data, message):
+    _, server = ready_pair()
+    assert str(assert_remote_error(server, raw_frame(api_key, header, data))) == message
+
+
 @pytest.mark.parametrize("header", [
     {"topics": "abc"},
     {"topics": [1]},
@@ -390,6 +417,15 @@ def test_missing_fields_take_defaults_and_unknown_keys_are_ignored():
     assert ev == MetadataRequest(topics=("a",), correlation_id=42)
     server.receive_data(raw_frame(0, {}, cid=43))
     assert server.next_event() == ProduceRequest(correlation_id=43)
+
+
+def test_omitted_fields_with_default_factories_get_fresh_values():
+    _, server = ready_pair()
+    header = {"topics": [{"name": "a"}, {"name": "b", "num_partitions": 3}]}
+    server.receive_data(raw_frame(19, header, cid=5) + raw_frame(19, header, cid=6))
+    first, second = drain(server)
+    assert first == CreateTopicsRequest(topics=(NewTopic("a"), NewTopic("b", 3)), correlation_id=5)
+    assert first.topics[0].configs == {} and first.topics[0].configs is not second.topics[0].configs
 
 
 def test_records_fields_take_the_data_section_in_field_order():
@@ -511,6 +547,20 @@ def test_malformed_metadata_response(header, data):
     client, _ = ready_pair()
     client.send(MetadataRequest(correlation_id=1))
     assert_remote_error(client, raw_frame(3, header, data, cid=1))
+
+
+@pytest.mark.parametrize("api_key, header, data, message", [
+    (1, {"partitions": [{"topic": "t", "records": 2}]}, b"ab",
+     "FetchPartitionResponse lacks field 'partition'"),
+    (1, {"partitions": [{"topic": "t", "partition": 0, "high_watermark": "1"}]}, b"",
+     "expected int, got str"),
+    (0, {"partitions": [{"topic": "t", "partition": 0, "error_message": 5}]}, b"",
+     "expected str, got int"),
+])
+def test_malformed_response_errors_say_what_is_wrong(api_key, header, data, message):
+    client, _ = ready_pair()
+    client.send(request_for(api_key, 1))
+    assert str(assert_remote_error(client, raw_frame(api_key, header, data, cid=1))) == message
 
 
 # ------------------------------------------------------------ garbage
