@@ -196,6 +196,9 @@ class Fetcher:
             except Exception:
                 log.exception("consumer fetch loop failed")
                 timeout = self.retry_backoff
+            if timeout is None:
+                await self.wake.wait()
+                continue
             try:
                 async with asyncio.timeout(timeout):
                     await self.wake.wait()
@@ -314,9 +317,14 @@ class Fetcher:
                     continue  # reassigned or sought while in flight
                 self._handle_partition(tp, st, offset, p)
             try:
-                self._send_fetches()
+                retry = self._send_fetches()
             except Exception:
                 log.exception("consumer fetch loop failed")
+                retry = True
+            # The next fetches are out: the fetch loop has nothing to do
+            # unless something waits for a retry or an offset reset.
+            if not retry and all(st.reset is None for st in subs.assignment.values()):
+                return
         self.wake.set()
 
     def _handle_partition(self, tp: TopicPartition, st, offset: int, p) -> None:

@@ -132,7 +132,7 @@ class RecordBuffer:
     """Chunks in arrival order plus the one being consumed (``current``).
 
     ``put`` runs in the loop thread; everything else in the consuming thread.
-    ``on_taken`` (thread-safe) tells the fetcher a partition can be fetched again.
+    ``on_taken`` (thread-safe) tells the fetcher a full partition can be fetched again.
     """
 
     def __init__(self, subscriptions: SubscriptionState, on_taken: Callable[[], None]) -> None:
@@ -186,7 +186,7 @@ class RecordBuffer:
                 chunks.appendleft(cur)
             else:
                 return cur
-        taken = False
+        unblocked = False
         kept = []
         try:
             while chunks:
@@ -197,8 +197,10 @@ class RecordBuffer:
                 if st.paused:
                     kept.append(chunk)
                     continue
+                # the fetcher skips a full partition: it needs waking only
+                # when taking this chunk lets it fetch that partition again
+                unblocked = unblocked or st.full
                 st.taken += 1
-                taken = True
                 if chunk.error is not None:
                     st.stalled = False
                     raise chunk.error
@@ -211,7 +213,7 @@ class RecordBuffer:
         finally:
             if kept:
                 chunks.extendleft(reversed(kept))
-            if taken:
+            if unblocked:
                 self.on_taken()
 
     def _valid(self, chunk: PartitionRecords) -> bool:

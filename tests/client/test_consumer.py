@@ -289,3 +289,27 @@ def test_reading_without_subscription_is_an_error(fake):
             c.poll()
         with pytest.raises(IllegalStateError, match="subscribe"):
             next(iter(c))
+
+
+def test_a_full_buffer_stops_fetching_until_the_consumer_takes_a_chunk(fake):
+    from client.subscription import FETCH_AHEAD
+    batches = [[b"%03d" % (i * 10 + j) for j in range(10)] for i in range(30)]
+    fill(fake, "t", batches)
+    ahead = []
+    # one batch per fetch answer, so 30 chunks come one at a time
+    with consumer(fake, "t", max_partition_fetch_bytes=1) as c:
+        st = None
+        values = []
+        for record in c:
+            if st is None:  # the first record: let the fetcher run ahead as far as it may
+                st = c._ac._subs.assignment[T0]
+                deadline = time.monotonic() + 5
+                while not st.full and time.monotonic() < deadline:
+                    time.sleep(0.001)
+            ahead.append(st.fetched - st.taken)
+            values.append(record.value)
+            if len(values) == 300:
+                break
+    assert ahead[0] == FETCH_AHEAD  # it stopped fetching at the limit...
+    assert max(ahead) <= FETCH_AHEAD
+    assert values == [v for batch in batches for v in batch]  # ...and went on once chunks were taken
