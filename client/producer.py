@@ -2,7 +2,7 @@
 
 ``send`` picks the partition (explicit, murmur2 of the key, or the topic's
 sticky partition) and appends to the ``RecordAccumulator``; that is all the
-per-record work. The ``Sender`` task (sender.py) does the rest.
+per-record work. The ``Sender`` (sender.py) does the rest, in passes run by the loop.
 """
 
 from __future__ import annotations
