@@ -263,12 +263,14 @@ class RecordAccumulator:
                 if b.topic is topic and size <= b.reserved:
                     b.busy = True
                     if not b.sealed:
-                        values = b.values
-                        index = len(values)
-                        values.append(value)
-                        b.room -= size
-                        left = b.reserved = b.reserved - size
-                        b.busy = False
+                        try:  # an exception raised in here (a signal) must not leave it busy
+                            values = b.values
+                            index = len(values)
+                            values.append(value)
+                            b.room -= size
+                            left = b.reserved = b.reserved - size
+                        finally:
+                            b.busy = False
                         if b.sealed:  # a sealer found us appending: hand the batch on
                             settle()
                         elif left < size:

@@ -407,3 +407,22 @@ def test_close_stops_the_lock_free_path():
     acc.close()
     with pytest.raises(IllegalStateError):
         send("t", b"b")
+
+
+def test_an_exception_in_the_middle_of_a_lock_free_append_leaves_the_batch_usable():
+    acc, _ = make(linger_ms=10_000)
+    send = fast(acc)
+    b = send("t", b"a").batch
+
+    class Interrupted(list):
+        def append(self, value):
+            raise KeyboardInterrupt  # as a signal handler's exception would arrive
+
+    b.values = Interrupted(b.values)
+    with pytest.raises(KeyboardInterrupt):
+        send("t", b"b")
+    assert not b.busy
+    b.values = list(b.values)
+    acc.seal_all()
+    batches, _ = acc.drain()
+    assert batches == [b] and b.values == [b"a"]
