@@ -207,10 +207,7 @@ class RecordAccumulator:
                 if need <= self._free or not self._used:
                     if b is None or full:
                         b = self._new_batch(key3, b)
-                    # a chunk if there is room for it, else what the record needs
-                    grant = max(need, min(min(b.room, RESERVE_CHUNK) - b.reserved, self._free))
-                    b.reserved += grant
-                    self._free -= grant
+                    self._reserve(b, need)
                     break
                 if deadline is None:
                     deadline = time.monotonic() + max_block
@@ -293,12 +290,15 @@ class RecordAccumulator:
                 self._seal((b.topic, b.partition, get_ident()), b)
                 self._signal()
                 return
-            grant = min(b.room, RESERVE_CHUNK) - b.reserved
-            if grant > self._free:
-                grant = self._free  # the next record waits for room in append
-            if grant > 0:
-                b.reserved += grant
-                self._free -= grant
+            self._reserve(b, 0)  # what is free: the next record waits for room in append
+
+    def _reserve(self, b: ProducerBatch, need: int) -> None:
+        # called with the lock held, by b's thread: at least ``need`` more
+        # bytes, a chunk's worth if buffer_memory has it free
+        grant = max(need, min(min(b.room, RESERVE_CHUNK) - b.reserved, self._free))
+        if grant > 0:
+            b.reserved += grant
+            self._free -= grant
 
     def _new_batch(self, key3: tuple[str, int, int], full: "ProducerBatch | None") -> "ProducerBatch":
         # called with the lock held

@@ -186,7 +186,7 @@ class Fetcher:
             self.wake.clear()
             timeout = None
             try:
-                if any(st.reset is not None for st in self.subs.assignment.values()):
+                if self._resets_pending():
                     if not await self._reset_positions():
                         timeout = self.retry_backoff
                 if self._send_fetches():
@@ -198,12 +198,15 @@ class Fetcher:
                 timeout = self.retry_backoff
             if timeout is None:
                 await self.wake.wait()
-                continue
-            try:
-                async with asyncio.timeout(timeout):
-                    await self.wake.wait()
-            except TimeoutError:
-                pass
+            else:
+                try:
+                    async with asyncio.timeout(timeout):
+                        await self.wake.wait()
+                except TimeoutError:
+                    pass
+
+    def _resets_pending(self) -> bool:
+        return any(st.reset is not None for st in self.subs.assignment.values())
 
     def _send_fetches(self) -> bool:
         """Start a fetch for each broker with fetchable partitions; True if something
@@ -323,7 +326,7 @@ class Fetcher:
                 retry = True
             # The next fetches are out: the fetch loop has nothing to do
             # unless something waits for a retry or an offset reset.
-            if not retry and all(st.reset is None for st in subs.assignment.values()):
+            if not retry and not self._resets_pending():
                 return
         self.wake.set()
 

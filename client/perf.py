@@ -592,7 +592,11 @@ def _e2e_send_blocking(spec: E2ESpec, client: dict, n: int, value, start_consume
         start_consumer()
         send, topic, clock = producer.send, spec.topic, time.monotonic
         start = clock()
-        sent = _paced(spec, n, lambda: send(topic, value()), start, clock, progress)
+        sent = 0
+        for due in _schedule(spec, n, start, clock, progress):
+            _pace(due, clock)
+            send(topic, value())
+            sent += 1
         producer.flush(30)
         return sent, clock() - start
 
@@ -615,46 +619,36 @@ async def _e2e_send_asyncio(spec: E2ESpec, client: dict, n: int, value, start_co
         await producer.partitions_for(spec.topic)
         await asyncio.get_running_loop().run_in_executor(None, start_consumer)
         send, topic, clock = producer.send, spec.topic, time.monotonic
-        interval = 1.0 / spec.rate
         start = clock()
-        next_report = start
-        deadline = start + spec.duration_s * 2  # a slow machine stops at twice the duration
         sent = 0
-        for i in range(n):
-            due = start + i * interval
+        for due in _schedule(spec, n, start, clock, progress):
             if due - clock() > 0.002:
                 await asyncio.sleep(due - clock() - 0.001)
             _pace(due, clock)
             await send(topic, value())
             sent += 1
             await asyncio.sleep(0)
-            if progress is not None and clock() >= next_report:
-                progress(sent)
-                next_report = clock() + PROGRESS_INTERVAL
-            if clock() > deadline:
-                break
         await producer.flush(30)
         return sent, clock() - start
     finally:
         await producer.stop()
 
 
-def _paced(spec: E2ESpec, n: int, send: Callable[[], object], start: float, clock, progress) -> int:
-    """Call ``send()`` ``n`` times at ``spec.rate``; returns how many calls were made."""
+def _schedule(spec: E2ESpec, n: int, start: float, clock, progress):
+    """The send times (``clock()`` values) of ``n`` records at ``spec.rate`` from
+    ``start``: the caller sends one record per time it is given. Reports
+    progress, and stops early at twice the duration (a slow machine)."""
     interval = 1.0 / spec.rate
     next_report = start
-    deadline = start + spec.duration_s * 2  # a slow machine stops at twice the duration
-    sent = 0
+    deadline = start + spec.duration_s * 2
     for i in range(n):
-        _pace(start + i * interval, clock)
-        send()
-        sent += 1
-        if progress is not None and clock() >= next_report:
-            progress(sent)
-            next_report = clock() + PROGRESS_INTERVAL
-        if clock() > deadline:
-            break
-    return sent
+        yield start + i * interval
+        now = clock()
+        if progress is not None and now >= next_report:
+            progress(i + 1)
+            next_report = now + PROGRESS_INTERVAL
+        if now > deadline:
+            return
 
 
 def run_e2e(spec: E2ESpec, client: dict, progress: Progress | None = None) -> dict:

@@ -6,9 +6,9 @@ The fetcher turns each partition's part of a fetch response into one
 ``PartitionRecords`` chunk (its records' columns, see ``record_columns``) and
 ``put``s it in the ``RecordBuffer``, in the event loop's thread. The
 consuming side (the loop thread for AsyncConsumer, the caller's thread for
-Consumer) makes the oldest chunk *current*, which counts it as taken and
-wakes the fetcher, which keeps up to ``FETCH_AHEAD`` chunks of each
-partition fetched ahead of the consumer.
+Consumer) makes the oldest chunk *current*, which counts it as taken. The
+fetcher keeps up to ``FETCH_AHEAD`` chunks of each partition fetched ahead of
+the consumer, and is woken by a take only when it frees a full partition.
 
 Iteration is C-level: the consumer hands out records straight from the
 chunk's record-making iterator (the blocking one through

@@ -332,8 +332,7 @@ class Sender:
                 self._connecting[node] = asyncio.ensure_future(self._connect(node))
             return None
         if conn.paused:  # the transport's buffer is full: wait until it drains
-            if node not in self._draining:
-                self._draining[node] = asyncio.ensure_future(self._drain(node, conn))
+            self._wait_writable(node, conn)
             return None
         inflight = self._node_inflight.get(node, 0)
         start = 0
@@ -367,7 +366,7 @@ class Sender:
             if conn.closed:
                 break
             if conn.paused:
-                self._draining[node] = asyncio.ensure_future(self._drain(node, conn))
+                self._wait_writable(node, conn)
                 break
         return None
 
@@ -431,6 +430,10 @@ class Sender:
         finally:
             self._connecting.pop(node, None)
             self.wake()
+
+    def _wait_writable(self, node: int, conn) -> None:
+        if node not in self._draining:
+            self._draining[node] = asyncio.ensure_future(self._drain(node, conn))
 
     async def _drain(self, node: int, conn) -> None:
         """Wait until ``conn``'s transport takes writes again, then run a pass."""
@@ -608,10 +611,7 @@ class Sender:
             while st.queue:
                 b = st.queue.popleft()
                 if b.sequence >= 0:
-                    try:
-                        st.unacked.remove(b)
-                    except ValueError:
-                        pass
+                    self._release_numbered(b)
                 self.acc.completed(b, error=exc)
         self._active.clear()
 
@@ -632,7 +632,7 @@ class Sender:
             return True
         for b in doubtful:
             st.queue.remove(b)
-            self._fail_numbered(st, b, b.last_error or OutOfOrderSequenceNumberError(
+            self._fail_numbered(b, b.last_error or OutOfOrderSequenceNumberError(
                 f"{b.topic}/{b.partition}: the batch may have been written under an old epoch"))
         if (st.producer_id, st.producer_epoch) == (self.producer_id, self.producer_epoch):
             self._bump_epoch()
@@ -651,11 +651,8 @@ class Sender:
                  st.tp[0], st.tp[1], st.producer_id, st.producer_epoch)
         return True
 
-    def _fail_numbered(self, st: _Partition, b: ProducerBatch, exc: BaseException) -> None:
-        try:
-            st.unacked.remove(b)
-        except ValueError:
-            pass
+    def _fail_numbered(self, b: ProducerBatch, exc: BaseException) -> None:
+        self._release_numbered(b)
         self.acc.completed(b, error=exc)
 
     def _bump_epoch(self) -> None:
