@@ -11,7 +11,7 @@ retry backoff, a delivery timeout). A pass never waits: it writes what may go
 now and returns, so a record costs no task step, event or timeout of its own.
 
 A pass drains sealed batches from the accumulator into one queue per
-partition (``_Partition.queue``, oldest first) and sends from the heads of
+partition (``PartitionQueue.queue``, oldest first) and sends from the heads of
 those queues: per leader, requests of at most ``max_request_size`` bytes with
 at most one batch per partition (so each batch gets its own base offset), and
 at most ``max_in_flight_requests_per_connection`` requests awaiting answers
@@ -31,44 +31,12 @@ than ``delivery_timeout_ms``; errors that mean the metadata is stale also ask
 for a refresh. Other errors fail the batch with the protocol's exception class
 for the code (``ApiError.for_code``).
 
-Idempotence (``idempotent=True``). At start the sender asks a broker for a
-producer id and epoch (InitProducerId). A batch is given its partition's next
-sequence number when it is first sent (``build_batch(producer_id=,
-producer_epoch=, base_sequence=)``; sequences wrap at 2^31), and a retry
-re-sends exactly the same bytes. A partition numbers at most ``max_in_flight``
-batches (at most five) from its oldest unacknowledged one on (``unacked``), so
-the broker, which remembers the last five batches of each producer and
-partition, recognises any retry of one that was already written and answers
-it with the original offsets and no error. The broker refuses a batch whose sequence does
-not follow the last one it wrote (OUT_OF_ORDER_SEQUENCE_NUMBER); so when one
-batch fails, the later batches of its partition that were in flight are
-refused too, and with them retried from the front, in sequence order, after
-the earlier one, nothing is ever reordered or written twice. That refusal (or
-UNKNOWN_PRODUCER_ID) is retriable while an earlier batch of the partition is
-unacknowledged.
-
-When the sequence chain of a partition breaks (a numbered batch failed for
-good: retries or delivery_timeout_ms ran out, or a non-retriable error; or the
-broker refuses the *first* unacknowledged batch as out of order or from an
-unknown producer, i.e. it lost data or state it had acknowledged), the
-partition is *reset* before it sends again: once none of its attempts is on
-the wire, batches that may already have been written (an attempt ended
-without an answer) are first re-sent as they are until the broker says
-whether it has them (DUPLICATE: delivered; out of order: not written); then
-the producer moves to a new epoch (InitProducerId with its current id and
-epoch, once for all the partitions that need it; if the broker refuses the
-bump, e.g. because the answer to an earlier try was lost, a new producer id
-at epoch 0 does as well) and the partition's
-remaining batches, none of them in the log, are renumbered from sequence 0
-under it. A batch that may have been written and cannot be asked about any
-more (its partition refuses the old epoch) fails rather than risk a
-duplicate. Other partitions keep their epoch until they have no
-unacknowledged batch, then start at sequence 0 under the new one (the broker
-fences epochs per partition, as Kafka does).
-
-INVALID_PRODUCER_EPOCH for the current epoch, or PRODUCER_FENCED, means
-another producer took over the id: that is fatal. Every batch still
-incomplete, and every later one, fails with the error; close the producer.
+Idempotence (``idempotent=True``) numbers each batch per partition under a
+producer id and epoch, so the broker writes it at most once however often it
+is sent. sequences.py explains the numbering, the resets under a new epoch and
+fencing, and holds the per-partition state (``PartitionQueue``) and the
+InitProducerId exchange; the sender decides when a batch is numbered, when a
+partition is reset and when the epoch is bumped.
 """
 
 from __future__ import annotations
@@ -76,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 
 from protocol.batch import Compression
 from protocol.errors import (
@@ -87,17 +54,14 @@ from protocol.errors import (
     ProducerFencedError,
     UnsupportedVersionError,
 )
-from protocol.messages import InitProducerIdRequest, ProducePartition, ProduceRequest
+from protocol.messages import ProducePartition, ProduceRequest
 
 from .accumulator import ProducerBatch, RecordAccumulator
 from .cluster import Cluster
 from .errors import FerryTimeoutError, NoBrokersAvailable
+from .sequences import NEVER, PartitionQueue, init_producer_id
 
 log = logging.getLogger(__name__)
-
-SEQUENCE_MOD = 1 << 31
-MAX_EPOCH = (1 << 15) - 1
-NEVER = float("inf")
 
 _STALE_METADATA = {
     ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
@@ -115,48 +79,6 @@ _IN_DOUBT = {
 }
 # the broker checked the sequence and did not write the batch
 _SEQUENCE_REFUSED = {ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER, ErrorCode.UNKNOWN_PRODUCER_ID}
-
-
-class _Partition:
-    """One partition's batches on their way: queued, on the wire, unacknowledged."""
-
-    __slots__ = ("tp", "queue", "inflight", "unacked", "stalled", "retry_at", "reset",
-                 "resolved_by", "epoch_refused", "producer_id", "producer_epoch", "next_seq",
-                 "numbered")
-
-    def __init__(self, tp: tuple[str, int]) -> None:
-        self.tp = tp
-        self.queue: deque[ProducerBatch] = deque()  # not on the wire; numbered ones first, in order
-        self.inflight = 0  # attempts on the wire
-        self.unacked: deque[ProducerBatch] = deque()  # numbered, not completed, in sequence order
-        self.stalled = False  # an attempt failed: resend from the front once nothing is in flight
-        self.retry_at = 0.0
-        self.reset = False  # the sequence chain broke: renumber under a new epoch first
-        # a batch numbered after this ordinal being acknowledged shows the chain
-        # is whole after all (the batch that failed had been written)
-        self.resolved_by = NEVER
-        self.epoch_refused = False  # the broker refused this partition's epoch as stale
-        self.producer_id = -1  # identity of the numbered batches
-        self.producer_epoch = -1
-        self.next_seq = 0
-        self.numbered = 0  # batches numbered so far: the next one's ordinal
-
-    def number(self, b: ProducerBatch) -> None:
-        """Give ``b`` the next sequence under the partition's producer id and epoch."""
-        seq = self.next_seq
-        b.set_sequence(self.producer_id, self.producer_epoch, seq)
-        b.ordinal = self.numbered
-        self.numbered += 1
-        self.next_seq = (seq + len(b.values)) % SEQUENCE_MOD
-        self.unacked.append(b)
-
-    def broken(self, resolved_by: float) -> None:
-        """The chain broke; an ack of a batch numbered after ``resolved_by`` mends it."""
-        if not self.reset:
-            self.reset = True
-            self.resolved_by = resolved_by
-        else:
-            self.resolved_by = max(self.resolved_by, resolved_by)
 
 
 class Sender:
@@ -187,8 +109,8 @@ class Sender:
         self._scheduled = False  # a pass is scheduled with call_soon
         self._timer: asyncio.TimerHandle | None = None  # a pass at _timer_at (loop time)
         self._timer_at = 0.0
-        self._parts: dict[tuple[str, int], _Partition] = {}
-        self._active: dict[tuple[str, int], _Partition] = {}  # those with queued batches
+        self._parts: dict[tuple[str, int], PartitionQueue] = {}
+        self._active: dict[tuple[str, int], PartitionQueue] = {}  # those with queued batches
         self._node_inflight: dict[int, int] = {}
         self._node_retry_at: dict[int, float] = {}
         self._node_error: dict[int, BaseException] = {}
@@ -244,7 +166,7 @@ class Sender:
             tp = (b.topic, b.partition)
             st = parts.get(tp)
             if st is None:
-                st = parts[tp] = _Partition(tp)
+                st = parts[tp] = PartitionQueue(tp)
             st.queue.append(b)
             active[tp] = st
         try:
@@ -293,7 +215,7 @@ class Sender:
                     due = expiry
             return due
         meta = self.cluster.metadata
-        by_node: dict[int, list[_Partition]] = {}
+        by_node: dict[int, list[PartitionQueue]] = {}
         for tp, st in list(self._active.items()):
             expiry = self._expire_queued(now, st)
             if not st.queue:  # a pending reset waits for the partition's next batch
@@ -322,7 +244,7 @@ class Sender:
                 due = wait
         return due
 
-    def _send_to_node(self, node: int, parts: list[_Partition], now: float) -> float | None:
+    def _send_to_node(self, node: int, parts: list[PartitionQueue], now: float) -> float | None:
         conn = self.cluster.open_connection(node)
         if conn is None:
             retry_at = self._node_retry_at.get(node, 0.0)
@@ -370,7 +292,7 @@ class Sender:
                 break
         return None
 
-    def _sendable(self, st: _Partition, now: float) -> ProducerBatch | None:
+    def _sendable(self, st: PartitionQueue, now: float) -> ProducerBatch | None:
         """The head of ``st``'s queue if it may be sent now (numbering it), else None."""
         if st.stalled:
             if st.inflight or st.retry_at > now:
@@ -551,7 +473,7 @@ class Sender:
             self.wake()
             log.debug("retrying %s/%d after %s", b.topic, b.partition, exc)
 
-    def _requeue(self, st: _Partition, b: ProducerBatch) -> None:
+    def _requeue(self, st: PartitionQueue, b: ProducerBatch) -> None:
         """Put ``b`` back in ``st.queue`` before every batch sent after it."""
         q = st.queue
         if b.sequence < 0 or not st.unacked:
@@ -586,7 +508,7 @@ class Sender:
             f"delivery_timeout_ms={self.delivery_timeout * 1000:.0f}{why}"
         ))
 
-    def _expire_queued(self, now: float, st: _Partition) -> float | None:
+    def _expire_queued(self, now: float, st: PartitionQueue) -> float | None:
         """Fail ``st``'s queued batches past delivery_timeout_ms (oldest first);
         seconds until the next one would be, None if none is queued."""
         q = st.queue
@@ -623,7 +545,7 @@ class Sender:
 
     # ------------------------------------------------------------ producer ids and epochs
 
-    def _reset(self, st: _Partition) -> bool:
+    def _reset(self, st: PartitionQueue) -> bool:
         """Renumber ``st`` under a newer epoch (nothing of it in flight). False: not yet."""
         numbered = [b for b in st.queue if b.sequence >= 0]
         doubtful = [b for b in numbered if b.maybe_written]
@@ -637,18 +559,7 @@ class Sender:
         if (st.producer_id, st.producer_epoch) == (self.producer_id, self.producer_epoch):
             self._bump_epoch()
             return False
-        st.producer_id, st.producer_epoch, st.next_seq = self.producer_id, self.producer_epoch, 0
-        st.unacked.clear()
-        for b in st.queue:
-            if b.sequence < 0:
-                break
-            b.maybe_written = False
-            st.number(b)
-        st.reset = False
-        st.resolved_by = NEVER
-        st.epoch_refused = False
-        log.info("%s/%d: sequences restart at 0 under producer %d epoch %d",
-                 st.tp[0], st.tp[1], st.producer_id, st.producer_epoch)
+        st.renumber(self.producer_id, self.producer_epoch)
         return True
 
     def _fail_numbered(self, b: ProducerBatch, exc: BaseException) -> None:
@@ -663,52 +574,35 @@ class Sender:
         self._id_task = asyncio.ensure_future(self._get_producer_id(producer_id, epoch))
 
     async def _get_producer_id(self, producer_id: int, epoch: int) -> None:
-        """InitProducerId until it answers (new id: -1, -1; a bump: the current id and epoch)."""
-        if epoch >= MAX_EPOCH:
-            producer_id = epoch = -1
-        while not self._stopped:
-            req = InitProducerIdRequest(producer_id=producer_id, producer_epoch=epoch)
-            try:
-                resp = await self.cluster.send(None, req, self.request_timeout_ms / 1000)
-                if resp.error_code:
-                    raise ApiError.from_code(resp.error_code)
-            except asyncio.CancelledError:
-                raise
-            except UnsupportedVersionError as exc:
-                if self.idempotence_required:
-                    self._set_fatal(UnsupportedVersionError(
-                        "the broker does not support idempotent producers (InitProducerId): "
-                        "pass enable_idempotence=False"))
-                else:
-                    log.warning("the broker does not support idempotent producers (%s): "
-                                "sending without idempotence", exc)
-                    self.idempotent = False
-                    self.wake()
-                return
-            except Exception as exc:
-                code = exc.code if isinstance(exc, ApiError) else None
-                if producer_id >= 0 and code in (ErrorCode.INVALID_PRODUCER_ID_MAPPING,
-                                                 ErrorCode.PRODUCER_FENCED,
-                                                 ErrorCode.INVALID_PRODUCER_EPOCH):
-                    # The broker forgot the id, or an earlier try of this bump was
-                    # answered and the answer lost (so this epoch is now stale).
-                    # Without a transactional id nobody else holds the id: a new
-                    # one is as good, and partitions move to it at sequence 0.
-                    log.info("bumping producer %d epoch %d failed (%s): asking for a new id",
-                             producer_id, epoch, exc)
-                    producer_id = epoch = -1
-                    continue
-                if not (isinstance(exc, (NoBrokersAvailable, NetworkError))
-                        or getattr(exc, "retriable", False)):
-                    self._set_fatal(type(exc)(f"InitProducerId failed: {exc}")
-                                    if isinstance(exc, ApiError) else exc)
-                    return
-                self._node_error[-1] = exc
-                log.debug("InitProducerId failed, retrying: %s", exc)
-                await asyncio.sleep(self.retry_backoff)
-                continue
-            self._node_error.pop(-1, None)
-            self.producer_id, self.producer_epoch = resp.producer_id, resp.producer_epoch
-            log.debug("producer id %d epoch %d", self.producer_id, self.producer_epoch)
-            self.wake()
+        """Get a new producer id, or a new epoch of ``producer_id``, and send under it."""
+        try:
+            ids = await init_producer_id(
+                self.cluster, producer_id, epoch, timeout=self.request_timeout_ms / 1000,
+                retry_backoff=self.retry_backoff, stopped=lambda: self._stopped,
+                retrying=self._producer_id_retrying)
+        except asyncio.CancelledError:
+            raise
+        except UnsupportedVersionError as exc:
+            if self.idempotence_required:
+                self._set_fatal(UnsupportedVersionError(
+                    "the broker does not support idempotent producers (InitProducerId): "
+                    "pass enable_idempotence=False"))
+            else:
+                log.warning("the broker does not support idempotent producers (%s): "
+                            "sending without idempotence", exc)
+                self.idempotent = False
+                self.wake()
             return
+        except Exception as exc:  # one that asking again would not cure
+            self._set_fatal(type(exc)(f"InitProducerId failed: {exc}")
+                            if isinstance(exc, ApiError) else exc)
+            return
+        if ids is None:  # stopped
+            return
+        self._node_error.pop(-1, None)
+        self.producer_id, self.producer_epoch = ids
+        log.debug("producer id %d epoch %d", self.producer_id, self.producer_epoch)
+        self.wake()
+
+    def _producer_id_retrying(self, exc: BaseException) -> None:
+        self._node_error[-1] = exc  # batches that expire meanwhile name it as the cause

@@ -16,7 +16,7 @@ import pytest
 
 from client import AsyncProducer, Producer
 from client.errors import FerryTimeoutError
-from client.sender import SEQUENCE_MOD
+from client.sequences import SEQUENCE_MOD, PartitionQueue
 from protocol import batch as batchcodec
 from protocol.errors import (
     ErrorCode,
@@ -161,8 +161,7 @@ def test_sequence_wraps_at_2_to_the_31():
                 while not sender.has_producer_id:
                     await asyncio.sleep(0.005)
             # let the first batch start just below the wrap (the broker does not know the id yet)
-            from client.sender import _Partition
-            st = sender._parts[("wrap", 0)] = _Partition(("wrap", 0))
+            st = sender._parts[("wrap", 0)] = PartitionQueue(("wrap", 0))
             st.producer_id, st.producer_epoch = sender.producer_id, sender.producer_epoch
             st.next_seq = SEQUENCE_MOD - 3
             for n in (2, 2, 2):
