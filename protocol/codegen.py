@@ -64,15 +64,18 @@ def describe(cls: type) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from . import messages
+    from . import group_messages, messages
 
     if not argv:
-        print("usage: python -m protocol.codegen CLASS [CLASS ...]  (a class of protocol.messages)")
+        print("usage: python -m protocol.codegen CLASS [CLASS ...]"
+              "  (a class of protocol.messages or protocol.group_messages)")
         return 2
     for name in argv:
         cls = getattr(messages, name, None)
         if not isinstance(cls, type):
-            print(f"protocol.messages has no class {name!r}")
+            cls = getattr(group_messages, name, None)
+        if not isinstance(cls, type):
+            print(f"neither protocol.messages nor protocol.group_messages has a class {name!r}")
             return 1
         print(describe(cls))
     return 0

@@ -1,13 +1,18 @@
-"""Every Ferry message, as a frozen dataclass. The annotations are the schema.
+"""Ferry's messages, as frozen dataclasses, and the registry of every message.
 
-API keys use Kafka's numbers where the purpose is the same. Each request class
-has a matching response class with the same ``API_KEY``. Every message carries
-``correlation_id`` (keyword-only); it travels in the frame header, not in the
-msgpack body. Per-partition entries are flat (topic and partition in each
-entry) rather than nested per topic: simpler to build and to read in Python.
+The annotations are the schema. API keys use Kafka's numbers where the
+purpose is the same. Each request class has a matching response class with
+the same ``API_KEY``. Every message carries ``correlation_id``
+(keyword-only); it travels in the frame header, not in the msgpack body.
+Per-partition entries are flat (topic and partition in each entry) rather
+than nested per topic: simpler to build and to read in Python.
 
 Offsets and timestamps are int64; -1 means "none". In ListOffsets a timestamp
 of LATEST (-1) asks for the log end offset and EARLIEST (-2) for the log start.
+
+The consumer-group messages are in ``protocol.group_messages`` and the
+``Message`` base class in ``protocol.message_base``; the registry at the end
+(``REQUESTS``, ``RESPONSES``, ``VERSIONS``) holds the messages of both modules.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ import dataclasses
 from dataclasses import field
 from typing import Any, ClassVar
 
+from . import group_messages
 from .errors import LocalProtocolError
-from .frozen import frozen_dataclass
+from .message_base import Message, _msg
 from .schema import Records
 
 LATEST = -1
@@ -26,19 +32,6 @@ EARLIEST = -2
 ACKS_NONE = 0
 ACKS_LEADER = 1
 ACKS_ALL = -1
-
-_msg = frozen_dataclass  # dataclass(frozen=True, slots=True) with a faster __init__
-
-
-def _frame_field(default=0):
-    return field(default=default, kw_only=True, metadata={"frame": True})
-
-
-@_msg
-class Message:
-    API_KEY: ClassVar[int] = -1
-    IS_RESPONSE: ClassVar[bool] = False
-    correlation_id: int = _frame_field()
 
 
 # ---------------------------------------------------------------- handshake
@@ -294,315 +287,6 @@ class ListOffsetsResponse(Message):
     partitions: tuple[ListOffsetsPartitionResponse, ...] = ()
 
 
-# ---------------------------------------------------------------- consumer groups
-#
-# The classic, client-assigned group protocol (Kafka's JoinGroup/SyncGroup):
-# the coordinator tracks members and generations, the leader's client computes
-# the assignment, and the coordinator hands each member its opaque share.
-# ``metadata`` and ``assignment`` are opaque bytes to the broker.
-
-
-@_msg
-class FindCoordinatorRequest(Message):
-    API_KEY: ClassVar[int] = 10
-    key: str = ""  # the group id
-    key_type: int = 0  # 0: group (1, transaction, is reserved)
-
-
-@_msg
-class FindCoordinatorResponse(Message):
-    API_KEY: ClassVar[int] = 10
-    IS_RESPONSE: ClassVar[bool] = True
-    error_code: int = 0
-    error_message: str | None = None
-    node_id: int = -1
-    host: str = ""
-    port: int = -1
-
-
-@_msg
-class JoinGroupProtocol:
-    name: str  # e.g. an assignor name: "range", "cooperative-sticky"
-    metadata: bytes = b""  # opaque: the member's subscription for this protocol
-
-
-@_msg
-class JoinGroupRequest(Message):
-    API_KEY: ClassVar[int] = 11
-    group_id: str = ""
-    session_timeout_ms: int = 45000
-    rebalance_timeout_ms: int = 300000  # the client's max_poll_interval_ms
-    member_id: str = ""  # "" on the first join
-    group_instance_id: str | None = None  # set for static membership
-    protocol_type: str = "consumer"
-    protocols: tuple[JoinGroupProtocol, ...] = ()  # in order of preference
-    reason: str | None = None  # why the member (re)joins, for the broker's log
-
-
-@_msg
-class JoinGroupMember:
-    member_id: str
-    group_instance_id: str | None = None
-    metadata: bytes = b""  # the member's metadata for the chosen protocol
-
-
-@_msg
-class JoinGroupResponse(Message):
-    API_KEY: ClassVar[int] = 11
-    IS_RESPONSE: ClassVar[bool] = True
-    error_code: int = 0
-    error_message: str | None = None
-    generation_id: int = -1
-    protocol_type: str | None = None
-    protocol_name: str | None = None
-    leader: str = ""
-    skip_assignment: bool = False  # the leader must not assign: the group is already Stable
-    member_id: str = ""
-    members: tuple[JoinGroupMember, ...] = ()  # to the leader only
-
-
-@_msg
-class HeartbeatRequest(Message):
-    API_KEY: ClassVar[int] = 12
-    group_id: str = ""
-    generation_id: int = -1
-    member_id: str = ""
-    group_instance_id: str | None = None
-
-
-@_msg
-class HeartbeatResponse(Message):
-    API_KEY: ClassVar[int] = 12
-    IS_RESPONSE: ClassVar[bool] = True
-    error_code: int = 0
-    error_message: str | None = None
-
-
-@_msg
-class LeaveGroupMember:
-    member_id: str = ""
-    group_instance_id: str | None = None
-    reason: str | None = None
-
-
-@_msg
-class LeaveGroupRequest(Message):
-    API_KEY: ClassVar[int] = 13
-    group_id: str = ""
-    members: tuple[LeaveGroupMember, ...] = ()
-
-
-@_msg
-class LeaveGroupMemberResponse:
-    member_id: str
-    group_instance_id: str | None = None
-    error_code: int = 0
-
-
-@_msg
-class LeaveGroupResponse(Message):
-    API_KEY: ClassVar[int] = 13
-    IS_RESPONSE: ClassVar[bool] = True
-    error_code: int = 0
-    error_message: str | None = None
-    members: tuple[LeaveGroupMemberResponse, ...] = ()
-
-
-@_msg
-class SyncGroupAssignment:
-    member_id: str
-    assignment: bytes = b""
-
-
-@_msg
-class SyncGroupRequest(Message):
-    API_KEY: ClassVar[int] = 14
-    group_id: str = ""
-    generation_id: int = -1
-    member_id: str = ""
-    group_instance_id: str | None = None
-    protocol_type: str | None = None
-    protocol_name: str | None = None
-    assignments: tuple[SyncGroupAssignment, ...] = ()  # from the leader only
-
-
-@_msg
-class SyncGroupResponse(Message):
-    API_KEY: ClassVar[int] = 14
-    IS_RESPONSE: ClassVar[bool] = True
-    error_code: int = 0
-    error_message: str | None = None
-    protocol_type: str | None = None
-    protocol_name: str | None = None
-    assignment: bytes = b""
-
-
-@_msg
-class DescribeGroupsRequest(Message):
-    API_KEY: ClassVar[int] = 15
-    groups: tuple[str, ...] = ()
-
-
-@_msg
-class DescribedGroupMember:
-    member_id: str
-    group_instance_id: str | None = None
-    client_id: str = ""
-    client_host: str = ""
-    metadata: bytes = b""
-    assignment: bytes = b""
-
-
-@_msg
-class DescribedGroup:
-    group_id: str
-    error_code: int = 0
-    state: str = "Dead"  # Empty, PreparingRebalance, CompletingRebalance, Stable or Dead
-    protocol_type: str = ""
-    protocol: str = ""  # the chosen protocol (assignor) of the current generation
-    generation_id: int = -1
-    leader: str = ""
-    members: tuple[DescribedGroupMember, ...] = ()
-
-
-@_msg
-class DescribeGroupsResponse(Message):
-    API_KEY: ClassVar[int] = 15
-    IS_RESPONSE: ClassVar[bool] = True
-    groups: tuple[DescribedGroup, ...] = ()
-
-
-@_msg
-class ListGroupsRequest(Message):
-    API_KEY: ClassVar[int] = 16
-    states_filter: tuple[str, ...] | None = None  # None: groups in any state
-
-
-@_msg
-class ListedGroup:
-    group_id: str
-    protocol_type: str = ""
-    state: str = ""
-
-
-@_msg
-class ListGroupsResponse(Message):
-    API_KEY: ClassVar[int] = 16
-    IS_RESPONSE: ClassVar[bool] = True
-    error_code: int = 0
-    groups: tuple[ListedGroup, ...] = ()
-
-
-@_msg
-class OffsetCommitPartition:
-    topic: str
-    partition: int
-    offset: int  # the next offset to consume
-    metadata: str = ""
-
-
-@_msg
-class OffsetCommitRequest(Message):
-    API_KEY: ClassVar[int] = 8
-    group_id: str = ""
-    generation_id: int = -1  # -1: a commit outside group membership
-    member_id: str = ""
-    group_instance_id: str | None = None
-    retention_time_ms: int = -1  # -1: the broker's offsets_retention_minutes
-    partitions: tuple[OffsetCommitPartition, ...] = ()
-
-
-@_msg
-class OffsetCommitPartitionResponse:
-    topic: str
-    partition: int
-    error_code: int = 0
-
-
-@_msg
-class OffsetCommitResponse(Message):
-    API_KEY: ClassVar[int] = 8
-    IS_RESPONSE: ClassVar[bool] = True
-    partitions: tuple[OffsetCommitPartitionResponse, ...] = ()
-
-
-@_msg
-class OffsetFetchPartition:
-    topic: str
-    partition: int
-
-
-@_msg
-class OffsetFetchRequest(Message):
-    API_KEY: ClassVar[int] = 9
-    group_id: str = ""
-    partitions: tuple[OffsetFetchPartition, ...] | None = None  # None: every committed partition
-
-
-@_msg
-class OffsetFetchPartitionResponse:
-    topic: str
-    partition: int
-    offset: int = -1  # -1: nothing committed
-    metadata: str = ""
-    error_code: int = 0
-
-
-@_msg
-class OffsetFetchResponse(Message):
-    API_KEY: ClassVar[int] = 9
-    IS_RESPONSE: ClassVar[bool] = True
-    error_code: int = 0
-    partitions: tuple[OffsetFetchPartitionResponse, ...] = ()
-
-
-@_msg
-class DeleteGroupsRequest(Message):
-    API_KEY: ClassVar[int] = 42
-    groups: tuple[str, ...] = ()
-
-
-@_msg
-class DeleteGroupResult:
-    group_id: str
-    error_code: int = 0
-
-
-@_msg
-class DeleteGroupsResponse(Message):
-    API_KEY: ClassVar[int] = 42
-    IS_RESPONSE: ClassVar[bool] = True
-    results: tuple[DeleteGroupResult, ...] = ()
-
-
-@_msg
-class OffsetDeletePartition:
-    topic: str
-    partition: int
-
-
-@_msg
-class OffsetDeleteRequest(Message):
-    API_KEY: ClassVar[int] = 47
-    group_id: str = ""
-    partitions: tuple[OffsetDeletePartition, ...] = ()
-
-
-@_msg
-class OffsetDeletePartitionResponse:
-    topic: str
-    partition: int
-    error_code: int = 0
-
-
-@_msg
-class OffsetDeleteResponse(Message):
-    API_KEY: ClassVar[int] = 47
-    IS_RESPONSE: ClassVar[bool] = True
-    error_code: int = 0
-    partitions: tuple[OffsetDeletePartitionResponse, ...] = ()
-
-
 # ---------------------------------------------------------------- producer ids
 
 
@@ -666,10 +350,17 @@ REQUESTS: dict[int, type[Message]] = {}
 RESPONSES: dict[int, type[Message]] = {}
 VERSIONS: dict[int, tuple[int, int]] = {}
 
-for _cls in list(globals().values()):
-    if isinstance(_cls, type) and issubclass(_cls, Message) and _cls is not Message:
-        (RESPONSES if _cls.IS_RESPONSE else REQUESTS)[_cls.API_KEY] = _cls
-        VERSIONS[_cls.API_KEY] = (0, 0)
+
+def _messages_in(namespace: dict[str, Any]) -> list[type[Message]]:
+    """The Message subclasses a module defines, given its namespace (not those it imports)."""
+    return [cls for cls in namespace.values()
+            if isinstance(cls, type) and issubclass(cls, Message) and cls is not Message
+            and cls.__module__ == namespace["__name__"]]
+
+
+for _cls in _messages_in(globals()) + _messages_in(vars(group_messages)):
+    (RESPONSES if _cls.IS_RESPONSE else REQUESTS)[_cls.API_KEY] = _cls
+    VERSIONS[_cls.API_KEY] = (0, 0)
 
 assert set(REQUESTS) == set(RESPONSES)
 assert not set(REQUESTS) & set(RESERVED_API_KEYS)

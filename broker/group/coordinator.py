@@ -37,8 +37,9 @@ import time
 import uuid
 from typing import Callable, Iterable, Protocol, Sequence
 
-from protocol import messages as m
+from protocol import group_messages as m
 from protocol.errors import ApiError, ErrorCode
+from protocol.messages import replace
 
 from ..storage import StorageError
 from .group import Group
@@ -118,7 +119,7 @@ class GroupCoordinator:
                               f"and {cfg.max_session_timeout_ms}",
             ))
         if req.rebalance_timeout_ms <= 0:
-            req = m.replace(req, rebalance_timeout_ms=req.session_timeout_ms)
+            req = replace(req, rebalance_timeout_ms=req.session_timeout_ms)
         group = self.groups.get(req.group_id)
         if group is None:
             if req.member_id:

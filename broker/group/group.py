@@ -48,7 +48,7 @@ import collections
 import logging
 from typing import Callable
 
-from protocol import messages as m
+from protocol import group_messages as m
 from protocol.errors import ErrorCode
 
 from .member import Deferred, GroupState, Member

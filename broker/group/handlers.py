@@ -21,8 +21,9 @@ import logging
 import time
 from typing import Any, Callable
 
-from protocol import messages as m
+from protocol import group_messages as m
 from protocol.errors import ErrorCode
+from protocol.messages import replace
 
 from ..config import BrokerConfig
 from ..flusher import GroupCommitFlusher
@@ -129,7 +130,7 @@ class GroupHandlers:
     def _answer(self, deferred: Deferred, correlation_id: int):
         """The response now if the Deferred is resolved, else a coroutine awaiting it."""
         if deferred.done:
-            return m.replace(deferred.result, correlation_id=correlation_id)
+            return replace(deferred.result, correlation_id=correlation_id)
         future = asyncio.get_running_loop().create_future()
 
         def resolved(result) -> None:
@@ -140,7 +141,7 @@ class GroupHandlers:
         return self._await_answer(future, correlation_id)
 
     async def _await_answer(self, future: asyncio.Future, correlation_id: int):
-        return m.replace(await future, correlation_id=correlation_id)
+        return replace(await future, correlation_id=correlation_id)
 
     def _synced(self, response, flushable: Flushable | None):
         """``response`` once ``flushable`` is fsynced (a coroutine), or now if nothing was written."""
@@ -180,31 +181,31 @@ class GroupHandlers:
         return self._answer(self.coordinator.sync_group(req), req.correlation_id)
 
     def heartbeat(self, req: m.HeartbeatRequest, client) -> m.HeartbeatResponse:
-        return m.replace(self.coordinator.heartbeat(req), correlation_id=req.correlation_id)
+        return replace(self.coordinator.heartbeat(req), correlation_id=req.correlation_id)
 
     def leave_group(self, req: m.LeaveGroupRequest, client) -> m.LeaveGroupResponse:
-        return m.replace(self.coordinator.leave_group(req), correlation_id=req.correlation_id)
+        return replace(self.coordinator.leave_group(req), correlation_id=req.correlation_id)
 
     def describe_groups(self, req: m.DescribeGroupsRequest, client) -> m.DescribeGroupsResponse:
-        return m.replace(self.coordinator.describe_groups(req), correlation_id=req.correlation_id)
+        return replace(self.coordinator.describe_groups(req), correlation_id=req.correlation_id)
 
     def list_groups(self, req: m.ListGroupsRequest, client) -> m.ListGroupsResponse:
-        return m.replace(self.coordinator.list_groups(req), correlation_id=req.correlation_id)
+        return replace(self.coordinator.list_groups(req), correlation_id=req.correlation_id)
 
     def offset_commit(self, req: m.OffsetCommitRequest, client):
         response, flushable = self.coordinator.commit_offsets(req)
-        return self._synced(m.replace(response, correlation_id=req.correlation_id), flushable)
+        return self._synced(replace(response, correlation_id=req.correlation_id), flushable)
 
     def offset_fetch(self, req: m.OffsetFetchRequest, client) -> m.OffsetFetchResponse:
-        return m.replace(self.coordinator.fetch_offsets(req), correlation_id=req.correlation_id)
+        return replace(self.coordinator.fetch_offsets(req), correlation_id=req.correlation_id)
 
     def delete_groups(self, req: m.DeleteGroupsRequest, client):
         response, flushable = self.coordinator.delete_groups(req)
-        return self._synced(m.replace(response, correlation_id=req.correlation_id), flushable)
+        return self._synced(replace(response, correlation_id=req.correlation_id), flushable)
 
     def offset_delete(self, req: m.OffsetDeleteRequest, client):
         response, flushable = self.coordinator.delete_offsets(req)
-        return self._synced(m.replace(response, correlation_id=req.correlation_id), flushable)
+        return self._synced(replace(response, correlation_id=req.correlation_id), flushable)
 
 
 def _fail_written(response, code: int):
@@ -212,7 +213,7 @@ def _fail_written(response, code: int):
     for name in ("partitions", "results"):
         entries = getattr(response, name, None)
         if entries is not None:
-            return m.replace(response, **{name: tuple(
+            return replace(response, **{name: tuple(
                 e if e.error_code else dataclasses.replace(e, error_code=code) for e in entries
             )})
     return response

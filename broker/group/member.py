@@ -11,7 +11,7 @@ import dataclasses
 import enum
 from typing import Any, Callable
 
-from protocol import messages as m
+from protocol import group_messages as m
 
 
 class GroupState(enum.Enum):

@@ -15,14 +15,11 @@ from typing import Iterable, Mapping, NamedTuple
 
 from protocol.errors import ApiError, ErrorCode, GroupIdNotFoundError, NetworkError, NonEmptyGroupError, \
     RetriableError, UnknownTopicOrPartitionError
-from protocol.messages import (
-    EARLIEST,
-    LATEST,
+from protocol.group_messages import (
     DeleteGroupsRequest,
     DescribeGroupsRequest,
     FindCoordinatorRequest,
     ListGroupsRequest,
-    Message,
     OffsetCommitPartition,
     OffsetCommitRequest,
     OffsetDeletePartition,
@@ -30,6 +27,7 @@ from protocol.messages import (
     OffsetFetchPartition,
     OffsetFetchRequest,
 )
+from protocol.messages import EARLIEST, LATEST, Message
 
 from ..cluster import Cluster
 from ..errors import FerryTimeoutError, NoBrokersAvailable

@@ -12,7 +12,7 @@ import time
 from typing import Iterable, Mapping
 
 from protocol.errors import ApiError, ErrorCode, NetworkError, RetriableError
-from protocol.messages import OffsetCommitPartition, OffsetCommitRequest, OffsetFetchPartition, OffsetFetchRequest
+from protocol.group_messages import OffsetCommitPartition, OffsetCommitRequest, OffsetFetchPartition, OffsetFetchRequest
 
 from ..errors import CommitFailedError, FerryTimeoutError, NoBrokersAvailable
 from ..structs import OffsetAndMetadata, TopicPartition

@@ -59,7 +59,7 @@ import time
 from typing import Callable, Iterable, Mapping
 
 from protocol.errors import ApiError, ErrorCode, NetworkError, RetriableError
-from protocol.messages import HeartbeatRequest, LeaveGroupMember, LeaveGroupRequest
+from protocol.group_messages import HeartbeatRequest, LeaveGroupMember, LeaveGroupRequest
 
 from ..cluster import Cluster
 from ..errors import FerryTimeoutError, NoBrokersAvailable

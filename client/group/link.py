@@ -24,7 +24,8 @@ import logging
 import time
 
 from protocol.errors import ApiError, ErrorCode, NetworkError, RetriableError
-from protocol.messages import FindCoordinatorRequest, Message
+from protocol.group_messages import FindCoordinatorRequest
+from protocol.messages import Message
 
 from ..cluster import Cluster
 from ..conn import AsyncConnection

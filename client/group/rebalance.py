@@ -12,7 +12,7 @@ import logging
 import time
 
 from protocol.errors import ApiError, ErrorCode, NetworkError, RetriableError
-from protocol.messages import (
+from protocol.group_messages import (
     DescribeGroupsRequest,
     JoinGroupProtocol,
     JoinGroupRequest,

@@ -15,7 +15,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from protocol import batch, framing, messages
+from protocol import batch, framing, group_messages, message_base, messages
 from protocol.connection import (
     NEED_DATA,
     Connection,
@@ -132,10 +132,10 @@ def init_kwargs(tp: type) -> st.SearchStrategy:
     return st.fixed_dictionaries(required, optional=optional)
 
 
-# Every dataclass protocol.messages defines: the messages and the structs inside them.
+# Every dataclass the message modules define: the messages and the structs inside them.
 MESSAGE_CLASSES = [
-    cls for cls in vars(messages).values()
-    if isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == messages.__name__
+    cls for module in (message_base, messages, group_messages) for cls in vars(module).values()
+    if isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == module.__name__
 ]
 
 

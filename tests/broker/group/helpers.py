@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from protocol import messages as m
+from protocol import group_messages as m
 from protocol.errors import ErrorCode
 
 from broker.group import Deferred, GroupConfig, GroupCoordinator

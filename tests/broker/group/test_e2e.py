@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from protocol import group_messages as gm
 from protocol import messages as m
 from protocol.errors import ErrorCode
 from tests.rawclient import RawClient
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.timeout(60)
 
 E = ErrorCode
 FAST = ("--group-min-session-timeout-ms", "100", "--group-initial-rebalance-delay-ms", "0")
-PROTOCOLS = (m.JoinGroupProtocol("range", b"orders"),)
+PROTOCOLS = (gm.JoinGroupProtocol("range", b"orders"),)
 
 
 def rpc(client: RawClient, message):
@@ -31,8 +32,8 @@ def send(client: RawClient, message) -> None:
 
 
 def join_req(member_id="", group="g", session=6000, rebalance=20000, instance=None):
-    return m.JoinGroupRequest(group_id=group, session_timeout_ms=session, rebalance_timeout_ms=rebalance,
-                              member_id=member_id, group_instance_id=instance, protocols=PROTOCOLS)
+    return gm.JoinGroupRequest(group_id=group, session_timeout_ms=session, rebalance_timeout_ms=rebalance,
+                               member_id=member_id, group_instance_id=instance, protocols=PROTOCOLS)
 
 
 def member_id_for(client: RawClient, **kw) -> str:
@@ -42,12 +43,12 @@ def member_id_for(client: RawClient, **kw) -> str:
 
 
 def sync_req(member_id, generation, assignments=None, group="g"):
-    return m.SyncGroupRequest(group_id=group, generation_id=generation, member_id=member_id, assignments=tuple(
-        m.SyncGroupAssignment(k, v) for k, v in (assignments or {}).items()))
+    return gm.SyncGroupRequest(group_id=group, generation_id=generation, member_id=member_id, assignments=tuple(
+        gm.SyncGroupAssignment(k, v) for k, v in (assignments or {}).items()))
 
 
 def hb_req(member_id, generation, group="g"):
-    return m.HeartbeatRequest(group_id=group, generation_id=generation, member_id=member_id)
+    return gm.HeartbeatRequest(group_id=group, generation_id=generation, member_id=member_id)
 
 
 def heartbeat_until_rebalance(client: RawClient, member_id: str, generation: int) -> int:
@@ -68,7 +69,7 @@ def test_three_members_join_sync_heartbeat_and_show_up_in_describe(broker_factor
     clients = [RawClient(broker.host, broker.port) for _ in range(4)]
     admin = clients.pop()
     try:
-        found = rpc(admin, m.FindCoordinatorRequest(key="g"))
+        found = rpc(admin, gm.FindCoordinatorRequest(key="g"))
         assert (found.error_code, found.host, found.port) == (0, broker.host, broker.port)
         ids = [member_id_for(c) for c in clients]
         for c, mid in zip(clients, ids):
@@ -89,20 +90,20 @@ def test_three_members_join_sync_heartbeat_and_show_up_in_describe(broker_factor
         assert [clients[i].next_event().assignment for i in followers] == [assignment[ids[i]] for i in followers]
         assert [rpc(c, hb_req(mid, 1)).error_code for c, mid in zip(clients, ids)] == [0, 0, 0]
 
-        described = rpc(admin, m.DescribeGroupsRequest(groups=("g", "nope"))).groups
+        described = rpc(admin, gm.DescribeGroupsRequest(groups=("g", "nope"))).groups
         assert (described[0].state, described[0].protocol, described[0].generation_id) == ("Stable", "range", 1)
         assert sorted((x.member_id, x.client_id, x.client_host, x.assignment) for x in described[0].members) == \
             sorted((mid, "raw-test", "127.0.0.1", assignment[mid]) for mid in ids)
         assert (described[1].state, described[1].error_code) == ("Dead", E.GROUP_ID_NOT_FOUND)
-        listed = rpc(admin, m.ListGroupsRequest()).groups
+        listed = rpc(admin, gm.ListGroupsRequest()).groups
         assert [(g.group_id, g.protocol_type, g.state) for g in listed] == [("g", "consumer", "Stable")]
 
-        assert rpc(admin, m.DeleteGroupsRequest(groups=("g",))).results[0].error_code == E.NON_EMPTY_GROUP
-        left = rpc(admin, m.LeaveGroupRequest(group_id="g", members=tuple(m.LeaveGroupMember(mid) for mid in ids)))
+        assert rpc(admin, gm.DeleteGroupsRequest(groups=("g",))).results[0].error_code == E.NON_EMPTY_GROUP
+        left = rpc(admin, gm.LeaveGroupRequest(group_id="g", members=tuple(gm.LeaveGroupMember(mid) for mid in ids)))
         assert [x.error_code for x in left.members] == [0, 0, 0]
         assert rpc(clients[leader], hb_req(ids[leader], 1)).error_code == E.UNKNOWN_MEMBER_ID
-        assert rpc(admin, m.DeleteGroupsRequest(groups=("g",))).results[0].error_code == 0
-        assert rpc(admin, m.ListGroupsRequest()).groups == ()
+        assert rpc(admin, gm.DeleteGroupsRequest(groups=("g",))).results[0].error_code == 0
+        assert rpc(admin, gm.ListGroupsRequest()).groups == ()
     finally:
         for c in [admin, *clients]:
             c.close()
@@ -140,35 +141,35 @@ def test_committed_offsets_survive_sigkill(broker_factory):
         created = rpc(c, m.CreateTopicsRequest(topics=(m.NewTopic("orders", 3),)))
         assert created.topics[0].error_code == 0
         # a standalone commit (generation -1) and a commit from a group member
-        standalone = rpc(c, m.OffsetCommitRequest(group_id="solo", partitions=tuple(
-            m.OffsetCommitPartition("orders", p, 100 + p, f"meta {p}") for p in range(3))))
+        standalone = rpc(c, gm.OffsetCommitRequest(group_id="solo", partitions=tuple(
+            gm.OffsetCommitPartition("orders", p, 100 + p, f"meta {p}") for p in range(3))))
         assert [p.error_code for p in standalone.partitions] == [0, 0, 0]
         mid = member_id_for(c)
         gen = rpc(c, join_req(mid)).generation_id
         rpc(c, sync_req(mid, gen, {mid: b"all"}))
-        member = rpc(c, m.OffsetCommitRequest(group_id="g", generation_id=gen, member_id=mid, partitions=(
-            m.OffsetCommitPartition("orders", 1, 7),)))
+        member = rpc(c, gm.OffsetCommitRequest(group_id="g", generation_id=gen, member_id=mid, partitions=(
+            gm.OffsetCommitPartition("orders", 1, 7),)))
         assert member.partitions[0].error_code == 0
-        stale = rpc(c, m.OffsetCommitRequest(group_id="g", generation_id=gen + 1, member_id=mid, partitions=(
-            m.OffsetCommitPartition("orders", 1, 8),)))
+        stale = rpc(c, gm.OffsetCommitRequest(group_id="g", generation_id=gen + 1, member_id=mid, partitions=(
+            gm.OffsetCommitPartition("orders", 1, 8),)))
         assert stale.partitions[0].error_code == E.ILLEGAL_GENERATION
-        unknown = rpc(c, m.OffsetCommitRequest(group_id="solo", partitions=(
-            m.OffsetCommitPartition("nope", 0, 1),)))
+        unknown = rpc(c, gm.OffsetCommitRequest(group_id="solo", partitions=(
+            gm.OffsetCommitPartition("nope", 0, 1),)))
         assert unknown.partitions[0].error_code == E.UNKNOWN_TOPIC_OR_PARTITION
 
     broker.restart(kill=True)
 
     with RawClient(broker.host, broker.port) as c:
-        every = rpc(c, m.OffsetFetchRequest(group_id="solo"))
+        every = rpc(c, gm.OffsetFetchRequest(group_id="solo"))
         assert every.error_code == 0
         assert [(p.topic, p.partition, p.offset, p.metadata) for p in every.partitions] == [
             ("orders", p, 100 + p, f"meta {p}") for p in range(3)]
-        some = rpc(c, m.OffsetFetchRequest(group_id="g", partitions=(
-            m.OffsetFetchPartition("orders", 1), m.OffsetFetchPartition("orders", 2))))
+        some = rpc(c, gm.OffsetFetchRequest(group_id="g", partitions=(
+            gm.OffsetFetchPartition("orders", 1), gm.OffsetFetchPartition("orders", 2))))
         assert [p.offset for p in some.partitions] == [7, -1]
         # membership is not kept across restarts: the member joins again
         assert rpc(c, hb_req(mid, gen)).error_code == E.UNKNOWN_MEMBER_ID
-        listed = rpc(c, m.ListGroupsRequest()).groups
+        listed = rpc(c, gm.ListGroupsRequest()).groups
         assert [(g.group_id, g.state) for g in listed] == [("g", "Empty"), ("solo", "Empty")]
         meta = rpc(c, m.MetadataRequest(topics=None))
         assert any(t.name == "__consumer_offsets" and t.internal for t in meta.topics)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from protocol import messages as m
+from protocol import group_messages as m
 from protocol.errors import ErrorCode, UnknownTopicOrPartitionError
 
 from broker.group.offsets import CommittedOffset, decode_record, encode_key, encode_value

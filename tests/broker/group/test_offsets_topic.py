@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from protocol import messages as m
+from protocol import group_messages as m
 
 from broker.group import GroupConfig, GroupCoordinator
 from broker.group.offsets_topic import OFFSETS_TOPIC, RECORDS_PER_BATCH, OffsetsTopic
