@@ -18,7 +18,8 @@ import time
 from array import array
 from typing import Callable
 
-from client.perf import MIB, join_or_kill, latency_summary, payload_pool, receive_latencies
+from client.perf import MIB, join_or_kill, latency_summary, payload_pool
+from client.perf_e2e import receive_latencies
 
 __all__ = ["MIB", "apace", "e2e", "latency_summary", "pace", "payload_pool", "result", "run_async",
            "stamp"]

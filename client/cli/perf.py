@@ -1,7 +1,8 @@
 """``ferry perf``: throughput and latency tests, shaped like Kafka's perf-test tools.
 
-The measuring lives in ``client.perf``; this module parses, shows progress on
-a terminal and prints Kafka's summary line, or one JSON object with --json.
+The measuring lives in ``client.perf`` (produce, consume) and
+``client.perf_e2e`` (e2e); this module parses, shows progress on a terminal
+and prints Kafka's summary line, or one JSON object with --json.
 """
 
 from __future__ import annotations
@@ -177,7 +178,8 @@ def e2e(ctx: Context, topic, rate, duration_s, record_size, acks, consumer_api, 
       ferry perf e2e --topic lat --rate 5000 --duration 30 --consumer-api asyncio
       ferry perf e2e --topic lat --rate 5000 --duration 30 --producer-api asyncio --consumer-api asyncio
     """
-    from client.perf import E2ESpec, run_e2e, summary_line
+    from client.perf import summary_line
+    from client.perf_e2e import E2ESpec, run_e2e
 
     spec = E2ESpec(topic=topic, rate=rate, duration_s=duration_s, record_size=record_size, acks=acks,
                    consumer_api=consumer_api, producer_api=producer_api)
