@@ -61,7 +61,8 @@ def setup_cases() -> dict:
     """name -> a function of no arguments doing one message's work."""
     from protocol import batch
     from protocol import messages as m
-    from protocol.connection import Connection, Role, handshake_response
+    from protocol.connection import Connection, Role
+    from protocol.handshake import handshake_response
 
     client = Connection(Role.CLIENT)
     server = Connection(Role.SERVER)

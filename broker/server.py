@@ -42,10 +42,10 @@ from protocol.connection import (
     ErrorResponse,
     Role,
     UnsupportedRequest,
-    handshake_response,
     scratch_buffer,
 )
 from protocol.errors import ApiError, ErrorCode, RemoteProtocolError
+from protocol.handshake import handshake_response
 from protocol.messages import Handshake
 
 from .config import BrokerConfig

@@ -35,7 +35,6 @@ allocate what it asks for.
 from __future__ import annotations
 
 import enum
-import struct
 import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -44,7 +43,14 @@ import msgpack
 
 from . import framing
 from .errors import ErrorCode, LocalProtocolError, RemoteProtocolError
-from .framing import FLAG_ERROR, FRAME_HEADER, FRAME_HEADER_SIZE, HANDSHAKE_PREFIX
+from .framing import (
+    FLAG_ERROR,
+    FRAME_HEADER,
+    FRAME_HEADER_SIZE,
+    HANDSHAKE_PREFIX,
+    encode_frame_prefix,
+)
+from .handshake import encode_handshake
 from .messages import (
     REQUESTS,
     RESPONSES,
@@ -424,7 +430,7 @@ class Connection:
             if self.role is not _SERVER:
                 raise LocalProtocolError("only the server sends error responses")
             body = {"error_code": event.error_code, "error_message": event.error_message}
-            return [_encode_frame(event.api_key, FLAG_ERROR, event.correlation_id, body, 0)]
+            return [encode_frame_prefix(event.api_key, FLAG_ERROR, event.correlation_id, body, 0)]
         if not isinstance(event, Message):
             raise LocalProtocolError(f"cannot send {event!r}")
         if event.IS_RESPONSE != (self.role is _SERVER):
@@ -438,7 +444,7 @@ class Connection:
             data_len = sum(map(len, parts))
         except (TypeError, ValueError) as exc:
             raise LocalProtocolError(f"cannot encode {type(event).__name__}: {exc}") from None
-        prefix = _encode_frame(event.API_KEY, 0, corr, body, data_len)
+        prefix = encode_frame_prefix(event.API_KEY, 0, corr, body, data_len)
         if self.role is _CLIENT and not (isinstance(event, ProduceRequest) and event.acks == 0):
             self._pending[corr] = event.API_KEY
         if not parts:
@@ -451,14 +457,14 @@ class Connection:
     def _send_handshake(self, hs: Handshake) -> bytes:
         if self.role is not _CLIENT or self.state is not _START:
             raise LocalProtocolError("only a new client connection sends a Handshake")
-        frame = _encode_handshake(hs, hs.max_version)
+        frame = encode_handshake(hs, hs.max_version)
         self.state = _HANDSHAKING
         return frame
 
     def _send_handshake_response(self, resp: HandshakeResponse) -> bytes:
         if self.role is not _SERVER or self.state is not _HANDSHAKING:
             raise LocalProtocolError("HandshakeResponse answers a received Handshake")
-        frame = _encode_handshake(resp, resp.version)
+        frame = encode_handshake(resp, resp.version)
         if resp.error_code:
             self.state = _CLOSED
         else:
@@ -471,67 +477,6 @@ class Connection:
         ids = list(self._pending)
         self._pending.clear()
         return ids
-
-
-_packers = threading.local()
-
-
-def _pack(body: Any) -> bytes:
-    """``msgpack.packb(body, use_bin_type=True)``, with this thread's Packer.
-
-    ``packb`` makes a Packer, with a 256 KiB buffer, per call: that costs
-    about as much as packing a produce response's header. A Packer that
-    fails empties its buffer, so the next frame starts clean.
-    """
-    try:
-        packer = _packers.packer
-    except AttributeError:
-        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
-    return packer.pack(body)
-
-
-def _encode_frame(api_key: int, flags: int, corr_id: int, body: Any, data_len: int) -> bytes:
-    """A frame's bytes up to its data section; LocalProtocolError if unencodable."""
-    try:
-        header = _pack(body)
-        return framing.frame_prefix(api_key, 0, flags, corr_id, header, data_len)
-    except (TypeError, ValueError, OverflowError, struct.error) as exc:
-        raise LocalProtocolError(f"cannot encode frame for api {api_key}: {exc}") from None
-
-
-def _encode_handshake(msg: Handshake | HandshakeResponse, version: int) -> bytes:
-    """A handshake frame; LocalProtocolError if unencodable (version must fit a byte)."""
-    try:
-        body = msgpack.packb(encoder_for(type(msg))(msg, []), use_bin_type=True)
-        return framing.handshake_frame(version, body)
-    except (TypeError, ValueError, OverflowError, struct.error) as exc:
-        raise LocalProtocolError(f"cannot encode {type(msg).__name__}: {exc}") from None
-
-
-def negotiate(hs: Handshake, supported: tuple[int, int] = (framing.PROTOCOL_VERSION, framing.PROTOCOL_VERSION)) -> int | None:
-    """The highest version both sides speak, or None."""
-    lo = max(hs.min_version, supported[0])
-    hi = min(hs.max_version, supported[1])
-    return hi if lo <= hi else None
-
-
-def handshake_response(hs: Handshake, *, broker_id: int = 0, max_frame_size: int) -> HandshakeResponse:
-    """The broker's answer to ``hs``: accepted, or UNSUPPORTED_VERSION."""
-    from .messages import ApiVersionRange
-
-    version = negotiate(hs)
-    if version is None:
-        return HandshakeResponse(
-            version=framing.PROTOCOL_VERSION,
-            error_code=int(ErrorCode.UNSUPPORTED_VERSION),
-            error_message=f"broker speaks protocol versions {framing.PROTOCOL_VERSION}..{framing.PROTOCOL_VERSION}",
-        )
-    return HandshakeResponse(
-        version=version,
-        broker_id=broker_id,
-        max_frame_size=max_frame_size,
-        api_versions=tuple(ApiVersionRange(k, lo, hi) for k, (lo, hi) in sorted(VERSIONS.items())),
-    )
 
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Frame layout: how messages become bytes and back. No state; see connection.py.
+"""Frame layout: how messages become bytes and back. No connection state; see connection.py.
 
 Handshake frame (the first frame in each direction)::
 
@@ -28,6 +28,12 @@ All integers are big-endian.
 from __future__ import annotations
 
 import struct
+import threading
+from typing import Any
+
+import msgpack
+
+from .errors import LocalProtocolError
 
 MAGIC = b"FRY"
 PROTOCOL_VERSION = 1
@@ -50,3 +56,29 @@ def frame_prefix(api_key: int, version: int, flags: int, corr_id: int, header: b
 
 def handshake_frame(version: int, body: bytes) -> bytes:
     return HANDSHAKE_PREFIX.pack(MAGIC, version, len(body)) + body
+
+
+_packers = threading.local()
+
+
+def pack_header(body: Any) -> bytes:
+    """``msgpack.packb(body, use_bin_type=True)``, with this thread's Packer.
+
+    ``packb`` makes a Packer, with a 256 KiB buffer, per call: that costs
+    about as much as packing a produce response's header. A Packer that
+    fails empties its buffer, so the next frame starts clean.
+    """
+    try:
+        packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+    return packer.pack(body)
+
+
+def encode_frame_prefix(api_key: int, flags: int, corr_id: int, body: Any, data_len: int) -> bytes:
+    """A frame's bytes up to its data section; LocalProtocolError if unencodable."""
+    try:
+        header = pack_header(body)
+        return frame_prefix(api_key, 0, flags, corr_id, header, data_len)
+    except (TypeError, ValueError, OverflowError, struct.error) as exc:
+        raise LocalProtocolError(f"cannot encode frame for api {api_key}: {exc}") from None

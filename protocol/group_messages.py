@@ -15,7 +15,6 @@ from typing import ClassVar
 
 from .message_base import Message, _msg
 
-
 # ---------------------------------------------------------------- consumer groups
 #
 # The classic, client-assigned group protocol (Kafka's JoinGroup/SyncGroup):

@@ -32,8 +32,16 @@ import threading
 import time
 
 from protocol import batch as batchcodec
-from protocol.connection import NEED_DATA, Connection, ConnectionClosed, ErrorResponse, Role, UnsupportedRequest, handshake_response
+from protocol.connection import (
+    NEED_DATA,
+    Connection,
+    ConnectionClosed,
+    ErrorResponse,
+    Role,
+    UnsupportedRequest,
+)
 from protocol.errors import ErrorCode, RemoteProtocolError
+from protocol.handshake import handshake_response
 from protocol.messages import (
     EARLIEST,
     LATEST,
@@ -63,7 +71,6 @@ from protocol.messages import (
     TopicMetadata,
     TopicResult,
 )
-
 
 SEQ_MOD = 1 << 31
 REMEMBERED = 5

@@ -7,7 +7,7 @@ import pytest
 
 from client.conn import AsyncConnection
 from client.errors import NoBrokersAvailable
-from protocol.connection import NEED_DATA, Connection, ErrorResponse, Role, handshake_response
+from protocol.connection import NEED_DATA, Connection, ErrorResponse, Role
 from protocol.errors import (
     ErrorCode,
     NetworkError,
@@ -15,6 +15,7 @@ from protocol.errors import (
     UnknownTopicOrPartitionError,
     UnsupportedVersionError,
 )
+from protocol.handshake import handshake_response
 from protocol.messages import (
     HandshakeResponse,
     MetadataRequest,

@@ -22,8 +22,8 @@ from protocol.connection import (
     ErrorResponse,
     Role,
     State,
-    handshake_response,
 )
+from protocol.handshake import handshake_response
 from protocol.messages import (
     REQUESTS,
     Handshake,

@@ -21,7 +21,6 @@ from protocol.connection import (
     Role,
     State,
     UnsupportedRequest,
-    handshake_response,
 )
 from protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from protocol.messages import (

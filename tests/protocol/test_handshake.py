@@ -16,10 +16,9 @@ from protocol.connection import (
     ConnectionClosed,
     Role,
     State,
-    handshake_response,
-    negotiate,
 )
 from protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from protocol.handshake import handshake_response, negotiate
 from protocol.messages import REQUESTS, Handshake, HandshakeResponse, MetadataRequest
 
 

@@ -12,9 +12,16 @@ from protocol.connection import (
     ConnectionClosed,
     ErrorResponse,
     Role,
-    handshake_response,
 )
-from protocol.messages import REQUESTS, RESPONSES, Handshake, HandshakeResponse, ProduceRequest, replace
+from protocol.handshake import handshake_response
+from protocol.messages import (
+    REQUESTS,
+    RESPONSES,
+    Handshake,
+    HandshakeResponse,
+    ProduceRequest,
+    replace,
+)
 
 from .strategies import (
     INT32,
