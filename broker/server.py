@@ -84,6 +84,8 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self.peer = "?"
         self.client = ClientInfo()
         self.slots: collections.deque = collections.deque()
+        self.waiters = broker.handlers.waiters
+        self.corked = False  # answers queue in slots while a read is handled
         self.read_paused = False
         self.write_paused = False
         self.stopping = False
@@ -193,6 +195,20 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self._process()
 
     def _process(self) -> None:
+        # Answers to what this read brought wait until it is all handled, and
+        # the fetches its appends woke (on other connections) answer first:
+        # a consumer waiting on the log is the latency that counts end to end,
+        # and its answer would otherwise follow this client's acknowledgements.
+        self.corked = True
+        try:
+            self._process_events()
+        finally:
+            self.corked = False
+            self.waiters.run_woken()
+            if self.slots:
+                self._drain()
+
+    def _process_events(self) -> None:
         conn = self.conn
         while not self.closed and not self.read_paused:
             try:
@@ -267,7 +283,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self._enqueue(request.API_KEY, request.correlation_id, result)
 
     def _enqueue(self, api_key: int, corr_id: int, response: Any) -> None:
-        if not self.slots and not self.write_paused:
+        if not self.slots and not self.write_paused and not self.corked:
             self._send(response)
         else:
             self.slots.append((api_key, corr_id, response))

@@ -3,10 +3,13 @@
 A fetch that found fewer than ``min_bytes`` becomes a ``LongPoll``,
 registered on every partition it reads before the handler returns (the loop
 runs nothing in between, so no append can slip past it). ``notify`` (called
-after every append) marks the polls of that partition woken, and one
-callback of the loop then lets each read again: one that now has enough
-answers at once, with no task or future between the append and the write
-of its answer. A poll also answers when its ``max_wait_ms`` is up, when the
+after every append) marks the polls of that partition woken, and
+``run_woken`` then lets each read again: one that now has enough answers at
+once, with no task or future between the append and the write of its
+answer. The server calls it once the read that brought the appends is
+handled, before that read's own answers go out (a consumer's answer is the
+latency that counts end to end); a callback of the loop does it for appends
+made anywhere else. A poll also answers when its ``max_wait_ms`` is up, when the
 broker shuts down, and when cut short.
 
 Responses on a connection go out in request order, so anything the client
@@ -127,13 +130,16 @@ class LogWaiters:
         if polls:
             woken = self._woken
             if not woken:
-                asyncio.get_running_loop().call_soon(self._run_woken)
+                asyncio.get_running_loop().call_soon(self.run_woken)
             for poll in polls:
                 if not poll.woken:
                     poll.woken = True
                     woken.append(poll)
 
-    def _run_woken(self) -> None:
+    def run_woken(self) -> None:
+        """Let the polls an append woke read again now (else the loop's next pass does)."""
+        if not self._woken:
+            return
         woken, self._woken = self._woken, []
         for poll in woken:
             poll._wake()
