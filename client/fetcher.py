@@ -310,20 +310,25 @@ class Fetcher:
             self._backoff_until[node] = time.monotonic() + self.retry_backoff
             resp = None
         if resp is not None:
-            for p in resp.partitions:
-                tp = TopicPartition(p.topic, p.partition)
-                entry = sent.get(tp)
-                if entry is None:
-                    continue
-                st, epoch, offset = entry
-                if subs.assignment.get(tp) is not st or st.epoch != epoch:
-                    continue  # reassigned or sought while in flight
-                self._handle_partition(tp, st, offset, p)
+            buffer = self.buffer
+            buffer.hold()
             try:
-                retry = self._send_fetches()
-            except Exception:
-                log.exception("consumer fetch loop failed")
-                retry = True
+                for p in resp.partitions:
+                    tp = TopicPartition(p.topic, p.partition)
+                    entry = sent.get(tp)
+                    if entry is None:
+                        continue
+                    st, epoch, offset = entry
+                    if subs.assignment.get(tp) is not st or st.epoch != epoch:
+                        continue  # reassigned or sought while in flight
+                    self._handle_partition(tp, st, offset, p)
+                try:
+                    retry = self._send_fetches()
+                except Exception:
+                    log.exception("consumer fetch loop failed")
+                    retry = True
+            finally:
+                buffer.release()
             # The next fetches are out: the fetch loop has nothing to do
             # unless something waits for a retry or an offset reset.
             if not retry and not self._resets_pending():

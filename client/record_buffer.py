@@ -142,13 +142,34 @@ class RecordBuffer:
         self._chunks: collections.deque[PartitionRecords] = collections.deque()
         self._async_event = asyncio.Event()
         self._doorbell = Doorbell()
+        self._holding = False  # loop side: ``put`` leaves the wake-up to ``release``
+        self._held = False
 
     # ------------------------------------------------------------ loop side
 
     def put(self, chunk: PartitionRecords) -> None:
         self._chunks.append(chunk)
-        self._async_event.set()
-        self._doorbell.ring()
+        if self._holding:
+            self._held = True
+        else:
+            self._async_event.set()
+            self._doorbell.ring()
+
+    def hold(self) -> None:
+        """Queue chunks without waking the consumer until ``release``.
+
+        The fetcher holds the wake-up while it sends its next fetches: a
+        consuming thread woken first would only wait for the loop thread to
+        let go of the GIL.
+        """
+        self._holding = True
+
+    def release(self) -> None:
+        self._holding = False
+        if self._held:
+            self._held = False
+            self._async_event.set()
+            self._doorbell.ring()
 
     def wake(self) -> None:
         """Wake a waiting consumer without data (e.g. an assignment change)."""

@@ -55,3 +55,29 @@ def test_no_item_is_left_waiting_while_another_thread_keeps_adding():
         assert bell.wait(10), "lost wake-up"
     t.join(10)
     assert got == list(range(n))
+
+
+def test_chunks_put_while_held_wake_the_consumer_only_at_release():
+    """The fetcher holds the wake-up while it sends its next fetches, so the
+    consuming thread is not woken only to wait for the GIL; it must still be
+    woken once, at release, for everything put meanwhile."""
+    from client.record_buffer import RecordBuffer
+    from client.subscription import SubscriptionState
+
+    buf = RecordBuffer(SubscriptionState(), on_taken=lambda: None)
+    buf.arm()
+    buf.hold()
+    buf.put("chunk 1")
+    buf.put("chunk 2")
+    assert not buf.wait_blocking(0)  # held: not rung yet
+    buf.arm()
+    buf.release()
+    assert buf.wait_blocking(0)  # rung once at release
+    assert list(buf._chunks) == ["chunk 1", "chunk 2"]
+    buf.arm()
+    buf.hold()
+    buf.release()  # nothing put: no ring
+    assert not buf.wait_blocking(0)
+    buf.arm()
+    buf.put("chunk 3")  # not held: rings at once
+    assert buf.wait_blocking(0)
