@@ -106,17 +106,23 @@ def run_with_broker(tmp_path, body) -> None:
     asyncio.run(asyncio.wait_for(go(), 20))
 
 
+def parked_fetch(broker: Broker, topic: str) -> tuple[list, Peer, Peer]:
+    """(written, producer, consumer): one record in ``topic``, the consumer's
+    fetch for the next one parked."""
+    written: list = []
+    producer = Peer(broker, "producer", written)
+    consumer = Peer(broker, "consumer", written)
+    producer.send(produce(topic, b"first"))
+    assert producer.answers()[0].partitions[0].base_offset == 0
+    consumer.send(m.FetchRequest(max_wait_ms=20000, min_bytes=1,
+                                 partitions=(m.FetchPartition(topic, 0, 1),)))
+    assert written == []  # parked: nothing to answer yet
+    return written, producer, consumer
+
+
 def test_a_fetch_woken_by_an_append_is_answered_before_the_append(tmp_path):
     async def body(broker: Broker) -> None:
-        written: list = []
-        producer = Peer(broker, "producer", written)
-        consumer = Peer(broker, "consumer", written)
-        producer.send(produce("order", b"first"))
-        assert producer.answers()[0].partitions[0].base_offset == 0
-        consumer.send(m.FetchRequest(max_wait_ms=20000, min_bytes=1,
-                                     partitions=(m.FetchPartition("order", 0, 1),)))
-        assert written == []  # parked: nothing to answer yet
-
+        written, producer, consumer = parked_fetch(broker, "order")
         producer.send(produce("order", b"second"))
         for _ in range(3):
             await asyncio.sleep(0)  # whatever the loop would still do
@@ -132,14 +138,7 @@ def test_a_fetch_woken_by_an_append_is_answered_before_the_append(tmp_path):
 
 def test_requests_in_one_read_are_answered_in_order_after_the_fetches_they_woke(tmp_path):
     async def body(broker: Broker) -> None:
-        written: list = []
-        producer = Peer(broker, "producer", written)
-        consumer = Peer(broker, "consumer", written)
-        producer.send(produce("pipe", b"0"))
-        producer.answers()
-        consumer.send(m.FetchRequest(max_wait_ms=20000, min_bytes=1,
-                                     partitions=(m.FetchPartition("pipe", 0, 1),)))
-
+        written, producer, consumer = parked_fetch(broker, "pipe")
         producer.send(produce("pipe", b"1"), m.MetadataRequest(topics=("pipe",)),
                       produce("pipe", b"2"))
         for _ in range(3):
