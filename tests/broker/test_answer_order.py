@@ -154,3 +154,21 @@ def test_requests_in_one_read_are_answered_in_order_after_the_fetches_they_woke(
         assert fetched.high_watermark == 3
 
     run_with_broker(tmp_path, body)
+
+
+def test_more_requests_in_one_read_than_a_connection_may_have_in_progress(tmp_path):
+    """Held answers count against max_inflight_requests: the connection stops
+    reading at the limit, sends them, and reads on, until all are answered in order."""
+    async def body(broker: Broker) -> None:
+        written: list = []
+        producer = Peer(broker, "producer", written)
+        n = broker.config.max_inflight_requests * 3 + 5
+        producer.send(*[produce("many", str(i).encode()) for i in range(n)])
+        for _ in range(3):
+            await asyncio.sleep(0)
+        answers = producer.answers()
+        assert [a.correlation_id for a in answers] == list(range(1, n + 1))
+        assert [a.partitions[0].base_offset for a in answers] == list(range(n))
+        assert not producer.protocol.read_paused and not producer.protocol.slots
+
+    run_with_broker(tmp_path, body)
