@@ -63,6 +63,8 @@ from .schema import (
     decoder_for,
     encoder_for,
     keyword_decoder,
+    optional_inner,
+    tuple_item,
 )
 
 _SCALARS = (int, bool, str, bytes)
@@ -182,19 +184,15 @@ def _decode_stmts(tp: Any, var: str, ns: _Namespace, depth: int) -> tuple[list[s
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) != 1:
-            raise TypeError(f"unions other than Optional are not supported: {tp!r}")
-        lines, rebinds = _decode_stmts(inner[0], var, ns, depth)
+        lines, rebinds = _decode_stmts(optional_inner(tp), var, ns, depth)
         return ([f"if {var} is not None:", *_indent(lines)] if lines else []), rebinds
     if origin is tuple:
-        if len(args) != 2 or args[1] is not Ellipsis:
-            raise TypeError("only tuple[X, ...] is supported")
+        item = tuple_item(tp)
         lines = [f"if type({var}) is not list:", f"    raise _bad('array', {var})"]
         x = f"x{depth}"
-        sub, rebinds = _decode_stmts(args[0], x, ns, depth + 1)
+        sub, rebinds = _decode_stmts(item, x, ns, depth + 1)
         if rebinds:
-            dec = ns.bind(f"decode_{_name_of(args[0])}", decoder_for(args[0]))
+            dec = ns.bind(f"decode_{_name_of(item)}", decoder_for(item))
             lines.append(f"{var} = tuple([{dec}({x}, cur) for {x} in {var}])")
         else:
             if sub:

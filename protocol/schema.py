@@ -107,6 +107,22 @@ def decoder_for(tp: Any) -> Decoder:
     return dec
 
 
+def optional_inner(tp: Any) -> Any:
+    """``X`` of ``X | None``; TypeError for any other union (it has no wire form)."""
+    inner = [a for a in typing.get_args(tp) if a is not type(None)]
+    if len(inner) != 1:
+        raise TypeError(f"unions other than Optional are not supported: {tp!r}")
+    return inner[0]
+
+
+def tuple_item(tp: Any) -> Any:
+    """``X`` of ``tuple[X, ...]``; TypeError for any other tuple type."""
+    args = typing.get_args(tp)
+    if len(args) != 2 or args[1] is not Ellipsis:
+        raise TypeError("only tuple[X, ...] is supported")
+    return args[0]
+
+
 def _identity(v, parts):
     return v
 
@@ -187,15 +203,10 @@ def _make_decoder(tp: Any) -> Decoder:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) != 1:
-            raise TypeError(f"unions other than Optional are not supported: {tp!r}")
-        d = decoder_for(inner[0])
+        d = decoder_for(optional_inner(tp))
         return lambda v, cur: None if v is None else d(v, cur)
     if origin is tuple:
-        if len(args) != 2 or args[1] is not Ellipsis:
-            raise TypeError("only tuple[X, ...] is supported")
-        d = decoder_for(args[0])
+        d = decoder_for(tuple_item(tp))
 
         def dec_tuple(v, cur):
             if type(v) is not list:

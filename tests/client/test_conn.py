@@ -238,13 +238,14 @@ def test_refused_handshake_raises_the_error_class():
     run(main())
 
 
-def test_request_timeout_fails_the_request_and_closes():
-    async def script(evs, send, writer):
-        async for _ in evs:
-            pass  # never answers
+async def never_answers(evs, send, writer):
+    async for _ in evs:
+        pass
 
+
+def test_request_timeout_fails_the_request_and_closes():
     async def main():
-        async with Scripted(script) as srv:
+        async with Scripted(never_answers) as srv:
             conn = await AsyncConnection.connect("127.0.0.1", srv.port, request_timeout=0.2)
             first = await conn.send(MetadataRequest())
             second = await conn.send(MetadataRequest(), timeout=10)
@@ -257,12 +258,8 @@ def test_request_timeout_fails_the_request_and_closes():
 
 
 def test_a_shorter_timeout_sent_later_fires_first():
-    async def script(evs, send, writer):
-        async for _ in evs:
-            pass  # never answers
-
     async def main():
-        async with Scripted(script) as srv:
+        async with Scripted(never_answers) as srv:
             conn = await AsyncConnection.connect("127.0.0.1", srv.port, request_timeout=30)
             slow = await conn.send(MetadataRequest(), timeout=20)
             fast = await conn.send(MetadataRequest(), timeout=0.2)
