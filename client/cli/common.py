@@ -51,6 +51,17 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
+def check_partition(topic: str, partition: int, partitions: set[int] | None) -> None:
+    """Raise a not-found CommandError unless ``partition`` is one of ``partitions``."""
+    if partitions is None:
+        raise CommandError(f"topic {topic!r} does not exist", EXIT_NOT_FOUND)
+    if partition not in partitions:
+        raise CommandError(
+            f"topic {topic!r} has no partition {partition} (its partitions are 0-{max(partitions)})",
+            EXIT_NOT_FOUND,
+        )
+
+
 def translate_errors(fn: Callable) -> Callable:
     """Turn library exceptions into one-line CLI errors with a named exit code."""
 

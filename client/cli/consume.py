@@ -8,7 +8,7 @@ import re
 
 import click
 
-from .common import Context, pass_ctx, translate_errors
+from .common import Context, check_partition, pass_ctx, translate_errors
 
 FORMATS = {
     "value": "%v",
@@ -111,6 +111,10 @@ def consume(ctx: Context, topics: tuple[str, ...], from_beginning: bool, max_mes
     )
     try:
         if partitions:
+            for t in topics:
+                found = consumer.partitions_for_topic(t)
+                for p in partitions:
+                    check_partition(t, p, found)
             tps = [TopicPartition(t, p) for t in topics for p in partitions]
             consumer.assign(tps)
             if offset is not None:
@@ -119,6 +123,9 @@ def consume(ctx: Context, topics: tuple[str, ...], from_beginning: bool, max_mes
             elif from_beginning:
                 consumer.seek_to_beginning(*tps)
         else:
+            for t in topics:
+                if consumer.partitions_for_topic(t) is None:
+                    click.echo(f"topic {t!r} does not exist yet: waiting for it", err=True)
             consumer.subscribe(list(topics))
         printed = 0
         for record in consumer:

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .common import CommandError, Context, pass_ctx, translate_errors
+from .common import CommandError, Context, check_partition, pass_ctx, translate_errors
 
 
 def _acks(value: str):
@@ -66,6 +66,8 @@ def produce(ctx: Context, topic: str, key_separator: str | None, acks: str, part
     )
     sent = 0
     try:
+        if partition is not None:
+            check_partition(topic, partition, producer.partitions_for(topic))
         while True:
             if interactive:
                 click.echo(">", nl=False)

@@ -59,6 +59,22 @@ def test_consume_partition_and_offset(broker):
     assert res.stdout.splitlines() == ["b", "c"]
 
 
+def test_missing_topic_or_partition_is_a_one_line_error(broker):
+    ferry(broker, "topic", "create", "two", "-p", "2")
+    for args in (("produce", "two", "-p", "5"), ("consume", "two", "-p", "5", "--timeout-ms", "500")):
+        res = ferry(broker, *args, input="x\n")
+        assert res.returncode == 4, res.stderr
+        assert res.stderr.strip() == "Error: topic 'two' has no partition 5 (its partitions are 0-1)"
+    res = ferry(broker, "consume", "absent", "-p", "0", "--timeout-ms", "500")
+    assert res.returncode == 4 and res.stderr.strip() == "Error: topic 'absent' does not exist"
+    # subscribing waits for the topic, as Kafka's console consumer does, and says so
+    res = ferry(broker, "consume", "absent", "--timeout-ms", "500")
+    assert res.returncode == 0 and "topic 'absent' does not exist yet" in res.stderr
+    res = ferry(broker, "topic", "list", "--json")
+    assert "absent" not in {t["topic"] for t in json.loads(res.stdout)}
+    assert ferry(broker, "produce", "two", "-p", "1", input="ok\n").returncode == 0
+
+
 def test_topic_commands(broker):
     res = ferry(broker, "topic", "create", "orders", "-p", "3", "-c", "retention_ms=1000000")
     assert res.returncode == 0, res.stderr
