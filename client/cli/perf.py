@@ -135,9 +135,11 @@ def consume(ctx: Context, topic, num_records, group, timeout_s, as_json) -> None
     spec = ConsumeSpec(topic=topic, num_records=num_records, group=group, idle_timeout_s=timeout_s)
     with _progress(num_records, "consuming") as progress:
         result = run_consume(spec, _client(ctx), progress)
+    first = result["first_record_ms"]
     _show(result, as_json,
           f"{result['records']} records received, {result['records_per_sec']:.1f} records/sec "
-          f"({result['mb_per_sec']:.2f} MB/sec), first record after {result['first_record_ms']} ms.")
+          f"({result['mb_per_sec']:.2f} MB/sec), "
+          + ("no record arrived." if first is None else f"first record after {first} ms."))
     if not result["complete"]:
         raise CommandError(
             f"only {result['records']} of {num_records} records arrived "

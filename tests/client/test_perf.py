@@ -94,6 +94,9 @@ def test_consume_stops_when_the_topic_runs_dry(broker):
     assert res.returncode == 1
     assert "only 10 of 20 records arrived" in res.stderr
     assert json.loads(res.stdout)["records"] == 10
+    res = ferry(broker, "perf", "consume", "--topic", "empty", "--num-records", "5", "--timeout", "1")
+    assert res.returncode == 1 and "only 0 of 5 records arrived" in res.stderr
+    assert res.stdout.startswith("0 records received,") and "no record arrived." in res.stdout
 
 
 def test_latency_summary_is_nearest_rank():
