@@ -200,11 +200,12 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         # a consumer waiting on the log is the latency that counts end to end,
         # and its answer would otherwise follow this client's acknowledgements.
         self.corked = True
+        self.waiters.hold()
         try:
             self._process_events()
         finally:
             self.corked = False
-            self.waiters.run_woken()
+            self.waiters.release()
             if self.slots:
                 self._drain()
 

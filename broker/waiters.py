@@ -6,10 +6,10 @@ runs nothing in between, so no append can slip past it). ``notify`` (called
 after every append) marks the polls of that partition woken, and
 ``run_woken`` then lets each read again: one that now has enough answers at
 once, with no task or future between the append and the write of its
-answer. The server calls it once the read that brought the appends is
-handled, before that read's own answers go out (a consumer's answer is the
-latency that counts end to end); a callback of the loop does it for appends
-made anywhere else. A poll also answers when its ``max_wait_ms`` is up, when the
+answer. The server ``hold``s the waiters while it handles a read and its
+``release`` runs the woken polls, before that read's own answers go out (a
+consumer's answer is the latency that counts end to end); a callback of the
+loop does it for appends made anywhere else. A poll also answers when its ``max_wait_ms`` is up, when the
 broker shuts down, and when cut short.
 
 Responses on a connection go out in request order, so anything the client
@@ -108,6 +108,7 @@ class LogWaiters:
     def __init__(self) -> None:
         self._polls: dict[Hashable, set[LongPoll]] = {}
         self._woken: list[LongPoll] = []
+        self._holds = 0  # reads being handled: the last ``release`` runs the woken polls
 
     def park(self, keys: Iterable[Hashable], read: Reader, timeout: float) -> LongPoll:
         """A poll on ``keys``, registered now; it answers within ``timeout`` seconds."""
@@ -129,17 +130,25 @@ class LogWaiters:
         polls = self._polls.get(key)
         if polls:
             woken = self._woken
-            if not woken:
+            if not woken and not self._holds:
                 asyncio.get_running_loop().call_soon(self.run_woken)
             for poll in polls:
                 if not poll.woken:
                     poll.woken = True
                     woken.append(poll)
 
+    def hold(self) -> None:
+        """Keep the polls woken from now on until ``release`` (a read is being handled)."""
+        self._holds += 1
+
+    def release(self) -> None:
+        """End a ``hold``; the last one lets the woken polls read again now."""
+        self._holds -= 1
+        if not self._holds and self._woken:
+            self.run_woken()
+
     def run_woken(self) -> None:
-        """Let the polls an append woke read again now (else the loop's next pass does)."""
-        if not self._woken:
-            return
+        """Let the polls an append woke read again."""
         woken, self._woken = self._woken, []
         for poll in woken:
             poll._wake()

@@ -152,8 +152,7 @@ class RecordBuffer:
         if self._holding:
             self._held = True
         else:
-            self._async_event.set()
-            self._doorbell.ring()
+            self.wake()
 
     def hold(self) -> None:
         """Queue chunks without waking the consumer until ``release``.
@@ -168,11 +167,10 @@ class RecordBuffer:
         self._holding = False
         if self._held:
             self._held = False
-            self._async_event.set()
-            self._doorbell.ring()
+            self.wake()
 
     def wake(self) -> None:
-        """Wake a waiting consumer without data (e.g. an assignment change)."""
+        """Wake a waiting consumer (for new chunks, or an assignment change)."""
         self._async_event.set()
         self._doorbell.ring()
 

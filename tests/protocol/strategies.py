@@ -13,6 +13,7 @@ import types
 import typing
 from typing import Any
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from protocol import batch, framing, group_messages, message_base, messages
@@ -32,6 +33,15 @@ from protocol.messages import (
     ProduceRequest,
 )
 from protocol.schema import Records
+
+# parametrize over message classes with readable test ids: ``**BY_NAME``
+BY_NAME = {"ids": lambda c: c.__name__}
+
+
+def property_settings(max_examples: int) -> settings:
+    """Hypothesis settings for the per-class property tests (they build many strategies)."""
+    return settings(max_examples=max_examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 INT32 = st.integers(min_value=-(2**31), max_value=2**31 - 1)

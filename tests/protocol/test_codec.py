@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import msgpack
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from protocol import dataclass_codec
@@ -40,10 +40,9 @@ from protocol.schema import (
 )
 
 from . import reference_codec
-from .strategies import MESSAGE_CLASSES, plain, strategy_for
+from .strategies import BY_NAME, MESSAGE_CLASSES, plain, property_settings, strategy_for
 
-PROPERTY = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-BY_NAME = {"ids": lambda c: c.__name__}
+PROPERTY = property_settings(20)
 
 
 # ------------------------------------------------------------ classes with every field type
@@ -173,7 +172,7 @@ def test_encoders_match_the_reference(cls, data):
 
 
 @pytest.mark.parametrize("cls", ALL_CLASSES, **BY_NAME)
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@property_settings(40)
 @given(data=st.data())
 def test_decoders_match_the_reference_on_damaged_bodies(cls, data):
     body, records = body_and_data(cls, data.draw(strategy_for(cls), label="message"))

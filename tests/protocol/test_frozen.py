@@ -14,7 +14,7 @@ import pickle
 from typing import ClassVar
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol import frozen
@@ -30,10 +30,9 @@ from protocol.messages import (
     replace,
 )
 
-from .strategies import MESSAGE_CLASSES, init_kwargs, strategy_for
+from .strategies import BY_NAME, MESSAGE_CLASSES, init_kwargs, property_settings, strategy_for
 
-PROPERTY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-BY_NAME = {"ids": lambda c: c.__name__}
+PROPERTY = property_settings(25)
 
 _TWINS: dict[type, type] = {}
 
@@ -131,7 +130,7 @@ def test_a_default_factory_is_not_called_for_a_given_value():
 
 
 @pytest.mark.parametrize("cls", MESSAGE_CLASSES, **BY_NAME)
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@property_settings(10)
 @given(data=st.data())
 def test_objects_stay_frozen(cls, data):
     obj = data.draw(strategy_for(cls))
